@@ -1,0 +1,5 @@
+"""Entry point for ``python -m maildesk``."""
+
+from maildesk.cli import main
+
+main()

@@ -1,0 +1,125 @@
+"""Commands that take mail in: ``maildesk ingest`` (files, a Maildir or
+stdin into the spool, processed right away by default) and ``maildesk
+inspect`` (how one message is read, without storing anything)."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import click
+import structlog
+
+from maildesk import present, spool
+from maildesk.cli import EX_DATAERR, EX_USAGE, App, emit_json, fail, temporary_failures_exit, who
+from maildesk.mail import classify
+from maildesk.mail.parse import parse, unusable_reason
+from maildesk.process import process
+
+log = structlog.get_logger(__name__)
+
+SPOOL_BATCH = 50
+
+
+def _read_inputs(files: tuple[str, ...], maildir: str | None) -> Iterator[tuple[str, bytes]]:
+    if maildir:
+        root = Path(maildir)
+        if not (root / "cur").is_dir() and not (root / "new").is_dir():
+            fail(f"{maildir}: not a Maildir (no cur/ or new/)", EX_USAGE)
+        for sub in ("new", "cur"):
+            for path in sorted((root / sub).glob("*")) if (root / sub).is_dir() else []:
+                if path.is_file():
+                    yield str(path), path.read_bytes()
+    for name in files:
+        try:
+            yield name, Path(name).read_bytes()
+        except OSError as exc:
+            fail(f"{name}: {exc.strerror}", EX_DATAERR)
+    if not files and not maildir:
+        yield "<stdin>", sys.stdin.buffer.read()
+
+
+@click.command()
+@click.argument("files", nargs=-1, type=click.Path(dir_okay=False))
+@click.option("--maildir", type=click.Path(file_okay=False), help="Ingest every message of this Maildir.")
+@click.option("--notify/--no-notify", default=True, help="Send acknowledgements (off for importing old mail).")
+@click.option("--process/--no-process", "run_process", default=True,
+              help="Process right away (default) or only spool for the daemon.")
+@click.pass_obj
+def ingest(app: App, files: tuple[str, ...], maildir: str | None, notify: bool, run_process: bool) -> None:
+    """Accept messages from FILES, a Maildir, or stdin.
+
+    Exits 0 when every message is accepted, 65 when one is not a mail at all,
+    75 when the database is unavailable (the MTA should retry).
+    """
+    unusable = 0
+    source = "maildir" if maildir else "cli"
+    with temporary_failures_exit():
+        for batch in _batches(_read_inputs(files, maildir), SPOOL_BATCH):
+            accepted: list[tuple[str, spool.Item]] = []
+            for name, raw in batch:
+                reason = unusable_reason(raw)
+                if reason is None:
+                    accepted.append((name, spool.Item(raw, source, notify=notify)))
+                else:
+                    click.echo(f"maildesk: {name}: not accepted: {reason}", err=True)
+                    unusable += 1
+            spooled = spool.put_many(app.db, [item for _, item in accepted])
+            for (name, _), row in zip(accepted, spooled, strict=True):
+                log.info("accepted", inbound_id=row.id, file=name, duplicate=row.duplicate)
+                if not run_process:
+                    continue
+                outcome = process(app.db, app.config, row.id)
+                if outcome.state == spool.FAILED:
+                    click.echo(f"maildesk: {name}: accepted, processing failed: {outcome.detail}", err=True)
+    if unusable:
+        sys.exit(EX_DATAERR)
+
+
+def _batches(items: Iterator[tuple[str, bytes]], size: int) -> Iterator[list[tuple[str, bytes]]]:
+    """Group inputs so a Maildir import costs one spool commit per ``size`` messages."""
+    batch: list[tuple[str, bytes]] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+@click.command()
+@click.argument("file", type=click.File("rb"))
+@click.option("--json", "as_json", is_flag=True, help="Print the documented JSON object.")
+@click.pass_obj
+def inspect(app: App, file: Any, as_json: bool) -> None:
+    """Show how maildesk reads one message, without storing anything."""
+    parsed = parse(file.read())
+    verdict = classify.classify(
+        parsed.message,
+        parsed.sender.address,
+        loop_ids=[a.address for a in app.config.addresses],
+        own_domains=[app.config.desk.domain],
+    )
+    data = present.inspected(parsed, verdict)
+    if as_json:
+        emit_json(data)
+        return
+    people = lambda items: ", ".join(who(a) for a in items) or "-"  # noqa: E731
+    rows = [
+        ("From", who(data["from"])), ("To", people(data["to"])), ("Cc", people(data["cc"])),
+        ("Reply-To", people(data["reply_to"])), ("Subject", data["subject"]), ("Date", data["date"] or "-"),
+        ("Message-ID", data["message_id"] + (" (synthesized)" if parsed.message_id_synthesized else "")),
+        ("In-Reply-To", " ".join(data["in_reply_to"]) or "-"), ("References", " ".join(data["references"]) or "-"),
+        ("Class", f"{verdict.kind} ({verdict.reason})"), ("HTML", "yes" if parsed.html else "no"),
+    ]
+    for label, value in rows:
+        click.echo(f"{label + ':':<13}{value}")
+    for item in data["attachments"]:
+        click.echo(f"{'Attachment:':<13}{item['safe_filename']} ({item['content_type']}, {item['size']} bytes, "
+                   f"sent as {item['filename']!r}, sha256 {item['sha256'][:16]}…)")
+    for defect in data["defects"]:
+        click.echo(f"{'Defect:':<13}{defect}")
+    click.echo("\n--- new text ---\n" + data["new_text"] + "\n--- full text ---\n" + data["text"])

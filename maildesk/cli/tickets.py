@@ -1,0 +1,73 @@
+"""``maildesk tickets list`` and ``maildesk tickets show``: reading tickets,
+as a table or the documented JSON."""
+
+from __future__ import annotations
+
+import click
+from sqlalchemy import select
+from sqlalchemy.orm import selectinload
+
+from maildesk import present
+from maildesk.cli import App, emit_json, fail, table, temporary_failures_exit, who
+from maildesk.models import Message, Ticket
+
+
+@click.group()
+def tickets() -> None:
+    """List and show tickets."""
+
+
+@tickets.command("list")
+@click.option("--status", help="Only tickets with this status.")
+@click.option("--queue", help="Only tickets in this queue.")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def tickets_list(app: App, status: str | None, queue: str | None, as_json: bool) -> None:
+    """List tickets, newest first."""
+    with temporary_failures_exit(), app.db.session() as session:
+        query = select(Ticket).order_by(Ticket.id.desc())
+        if status:
+            query = query.where(Ticket.status == status)
+        if queue:
+            query = query.where(Ticket.queue == queue)
+        rows = [present.ticket_summary(t) for t in session.scalars(query)]
+    if as_json:
+        emit_json(rows)
+        return
+    table(rows, [("id", 6), ("status", 8), ("queue", 10), ("priority", 8), ("requester", 28), ("subject", 40)])
+
+
+@tickets.command("show")
+@click.argument("ticket_id", type=int)
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def tickets_show(app: App, ticket_id: int, as_json: bool) -> None:
+    """Show one ticket with its messages and history."""
+    with temporary_failures_exit(), app.db.session() as session:
+        ticket = session.scalar(
+            select(Ticket).where(Ticket.id == ticket_id).options(
+                selectinload(Ticket.messages).selectinload(Message.attachments),
+                selectinload(Ticket.participants),
+                selectinload(Ticket.events),
+            )
+        )
+        if ticket is None:
+            fail(f"no ticket #{ticket_id}", 1)
+        data = present.ticket_detail(ticket)
+    if as_json:
+        emit_json(data)
+        return
+    click.echo(f"#{data['id']} {data['subject']}\n"
+               f"status {data['status']} · queue {data['queue']} · priority {data['priority']} · "
+               f"requester {data['requester']} · assignee {data['assignee'] or '-'}")
+    if data["linked_ticket_id"]:
+        click.echo(f"linked to #{data['linked_ticket_id']}")
+    click.echo("participants: " + ", ".join(f"{p['address']} ({p['role']})" for p in data["participants"]))
+    for item in data["messages"]:
+        click.echo(f"\n--- {item['direction']} {item['kind']} {item['date'] or ''} from {who(item['from'])} "
+                   f"[{item['classification']['class']}]\n{item['new_text']}")
+        for att in item["attachments"]:
+            click.echo(f"    attachment {att['safe_filename']} ({att['content_type']}, {att['size']} bytes)")
+    click.echo("\nhistory:")
+    for item in data["events"]:
+        click.echo(f"  {item['at']} {item['type']:<18} {item['actor']}: {item['reason']}")

@@ -1,0 +1,337 @@
+"""The config file: its schema, where it is found, how it is validated.
+
+One TOML file, found in this order: ``-c PATH``, ``$MAILDESK_CONFIG``,
+``./maildesk.toml``; with none of them the embedded defaults run a working
+desk (SQLite under ``./var/``, SMTP on 127.0.0.1:2525, outbound mail as
+``.eml`` files under ``./var/outbox/``). Every key is documented in
+``maildesk.example.toml``. An unknown key, a wrong type or a bad address
+stops start-up with one line naming the key (``ConfigError``).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from maildesk.errors import ConfigError
+
+ENV_VAR = "MAILDESK_CONFIG"
+DEFAULT_FILE = Path("maildesk.toml")
+
+
+def _check_address(value: str) -> str:
+    value = value.strip().lower()
+    local, at, domain = value.rpartition("@")
+    if not at or not local or not domain or any(c.isspace() for c in value) or "@" in local:
+        raise ValueError(f"{value!r} is not a mail address (expected local@domain)")
+    return value
+
+
+MailAddress = Annotated[str, AfterValidator(_check_address)]
+
+
+class Section(BaseModel):
+    """Base of every config section: unknown keys are errors, not ignored."""
+
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+class DatabaseConfig(Section):
+    url: str = "sqlite:///var/maildesk.db"
+    """SQLAlchemy URL: sqlite:///PATH (relative to the working directory) or
+    postgresql+psycopg://user@host/db."""
+    busy_timeout_seconds: float = Field(default=10.0, gt=0)
+    auto_migrate: bool = True
+    sqlite_synchronous: Literal["full", "normal"] = "full"
+    """SQLite only: "full" fsyncs the WAL on every commit, so an accepted message
+    survives a power loss; "normal" survives only a crash of maildesk itself."""
+
+
+class AddressConfig(Section):
+    """One address maildesk serves, and the queue its tickets go to."""
+
+    address: MailAddress
+    queue: str = "support"
+    display_name: str = "Support"
+    language: Annotated[str, Field(pattern=r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})*$")] = "en"
+    """Language of the mail sent for this address's queue ("en", "id"; "id-ID" falls back to "id", then "en")."""
+
+
+class DeskConfig(Section):
+    domain: str = "localhost"
+    """Our own domain: used for the Message-IDs of the mail we send."""
+    tag_prefix: str = ""
+    """Subject tag is ``[#123]``; with prefix ``ACME`` it is ``[ACME #123]``."""
+    reopen_window_days: float = Field(default=30.0, ge=0)
+    """A reply to a ticket closed longer ago than this opens a new linked ticket."""
+    note_address: MailAddress | None = None
+
+
+class SmtpLogin(Section):
+    """One account allowed to AUTH to the listener; the password is read from a file."""
+
+    username: str = Field(min_length=1)
+    password_file: Path
+
+
+class SmtpConfig(Section):
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = Field(default=2525, ge=0, le=65535)
+    """0 lets the system pick a free port (tests)."""
+    protocol: Literal["smtp", "lmtp"] = "smtp"
+    max_message_size: int = Field(default=25 * 1024 * 1024, gt=0)
+    max_recipients: int = Field(default=100, gt=0)
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    """PEM certificate chain and key: with both, STARTTLS is offered."""
+    require_tls: bool = False
+    auth: list[SmtpLogin] = Field(default_factory=list)
+    """With any entry, every sender must AUTH (after STARTTLS) before MAIL FROM."""
+    max_connections: int = Field(default=100, gt=0)
+    idle_timeout_seconds: float = Field(default=300.0, gt=0)
+
+    @model_validator(mode="after")
+    def _tls_consistent(self) -> SmtpConfig:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert and tls_key go together: set both or neither")
+        if self.tls_cert is None and self.require_tls:
+            raise ValueError("require_tls needs tls_cert and tls_key")
+        if self.tls_cert is None and self.auth:
+            raise ValueError("auth needs tls_cert and tls_key (passwords never travel in clear)")
+        return self
+
+
+class ProcessorConfig(Section):
+    enabled: bool = True
+    """False: `serve` only accepts mail into the spool; another daemon sharing the
+    database (or this one, restarted with true) processes it."""
+
+
+class OutboundConfig(Section):
+    transport: Literal["file", "smtp"] = "file"
+    directory: Path = Path("var/outbox")
+    host: str = "127.0.0.1"
+    port: int = Field(default=25, ge=1, le=65535)
+    username: str | None = None
+    password: SecretStr | None = None
+    tls: Literal["ssl", "starttls", "none"] = "none"
+    """"ssl" (implicit TLS, port 465), "starttls" (port 587) or "none" (a local MTA)."""
+    timeout_seconds: float = Field(default=30.0, gt=0)
+    oauth2_token_command: str | None = None
+    """A command printing an OAuth2 access token; used with username for AUTH XOAUTH2."""
+    max_attempts: int = Field(default=10, ge=1)
+    max_age_hours: float = Field(default=48.0, gt=0)
+    backoff_seconds: float = Field(default=60.0, gt=0)
+    """Wait after the first temporary failure; doubled after each further one."""
+    backoff_max_seconds: float = Field(default=3600.0, gt=0)
+    robot_pattern: str | None = None
+    """Regex matching addresses that never get automatic mail (default: mailer-daemon, postmaster, noreply...)."""
+    templates: Path | None = None
+    """Directory of template overrides: [QUEUE/][LANG/]KIND/{subject.txt,body.txt,body.html}."""
+
+    @field_validator("robot_pattern")
+    @classmethod
+    def _pattern_compiles(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                re.compile(value)
+            except re.error as exc:
+                raise ValueError(f"not a valid regular expression: {exc}") from None
+        return value
+
+
+class LimitsConfig(Section):
+    """Caps on automatic customer mail (ack, update, solved), so auto-responders cannot loop."""
+
+    per_recipient: int = Field(default=5, ge=0)
+    per_recipient_minutes: float = Field(default=60.0, gt=0)
+    per_ticket: int = Field(default=3, ge=0)
+    per_ticket_minutes: float = Field(default=10.0, gt=0)
+
+
+IMAP_CREDENTIALS = ("password", "password_file", "password_command", "oauth2_token_command")
+
+
+class ImapConfig(Section):
+    """One IMAP mailbox the poller takes mail from (``[[imap]]``)."""
+
+    name: str = Field(min_length=1)
+    """Names the mailbox in logs, counters and `maildesk imap status`; keep it stable."""
+    host: str
+    port: int | None = Field(default=None, ge=1, le=65535)
+    """Default: 993 with tls = "ssl", 143 otherwise."""
+    tls: Literal["ssl", "starttls", "none"] = "ssl"
+    tls_ca_file: Path | None = None
+    """PEM file of the CAs to trust instead of the system's (a private CA)."""
+    username: str
+    password: SecretStr | None = None
+    password_file: Path | None = None
+    password_command: str | None = None
+    oauth2_token_command: str | None = None
+    """A command printing an OAuth2 access token: XOAUTH2 login (Microsoft 365, Gmail)."""
+    folder: str = "INBOX"
+    after: Literal["move", "flag", "delete"] = "move"
+    processed_folder: str = "Processed"
+    support_address: MailAddress | None = None
+    """The address this box serves; unset: To/Cc decide, as for any mail."""
+    import_existing: bool = True
+    """False: on first connect ignore the mail already in the folder."""
+    notify: bool = True
+    """False: tickets from this mailbox are made without mailing the customer (an import box)."""
+    ack_max_age_days: float = Field(default=2.0, ge=0)
+    """Mail that reached the server longer ago than this gets no acknowledgement."""
+    idle: bool = True
+    poll_interval_seconds: float = Field(default=60.0, gt=0)
+    idle_timeout_seconds: float = Field(default=25 * 60.0, gt=0, le=29 * 60.0)
+    batch_size: int = Field(default=50, ge=1, le=1000)
+    timeout_seconds: float = Field(default=60.0, gt=0)
+    reconnect_min_seconds: float = Field(default=1.0, gt=0)
+    reconnect_max_seconds: float = Field(default=300.0, gt=0)
+    max_fetch_attempts: int = Field(default=3, ge=1)
+    """A message the server fails to deliver this many times is skipped (UID recorded)."""
+
+    @model_validator(mode="after")
+    def _one_credential(self) -> ImapConfig:
+        given = [key for key in IMAP_CREDENTIALS if getattr(self, key) is not None]
+        if len(given) != 1:
+            found = ", ".join(given) if given else "none"
+            raise ValueError(
+                f"mailbox {self.name!r}: give exactly one of {', '.join(IMAP_CREDENTIALS)} (found: {found})"
+            )
+        if self.reconnect_min_seconds > self.reconnect_max_seconds:
+            raise ValueError(f"mailbox {self.name!r}: reconnect_min_seconds is above reconnect_max_seconds")
+        return self
+
+
+class LoggingConfig(Section):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["auto", "json", "console"] = "auto"
+
+
+class Config(Section):
+    database: DatabaseConfig = DatabaseConfig()
+    desk: DeskConfig = DeskConfig()
+    addresses: list[AddressConfig] = Field(
+        default_factory=lambda: [AddressConfig(address="support@localhost")]
+    )
+    smtp: SmtpConfig = SmtpConfig()
+    processor: ProcessorConfig = ProcessorConfig()
+    outbound: OutboundConfig = OutboundConfig()
+    limits: LimitsConfig = LimitsConfig()
+    logging: LoggingConfig = LoggingConfig()
+    imap: list[ImapConfig] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _imap_mailboxes_valid(self) -> Config:
+        names = [box.name for box in self.imap]
+        for box in self.imap:
+            if names.count(box.name) > 1:
+                raise ValueError(f"imap: mailbox name {box.name!r} used twice")
+            if box.support_address and self.address_for(box.support_address) is None:
+                raise ValueError(
+                    f"imap: mailbox {box.name!r}: support_address {box.support_address} is not in [[addresses]]"
+                )
+        return self
+
+    @model_validator(mode="after")
+    def _addresses_unique(self) -> Config:
+        if not self.addresses:
+            raise ValueError("at least one support address is needed")
+        seen = [a.address for a in self.addresses]
+        duplicates = sorted({a for a in seen if seen.count(a) > 1})
+        if duplicates:
+            raise ValueError(f"address listed twice: {', '.join(duplicates)}")
+        return self
+
+    def address_for(self, address: str) -> AddressConfig | None:
+        """The served address matching ``address`` (``support+tag@`` matches ``support@``)."""
+        local, _, domain = address.lower().rpartition("@")
+        base = f"{local.split('+', 1)[0]}@{domain}"
+        for entry in self.addresses:
+            if entry.address in (address.lower(), base):
+                return entry
+        return None
+
+    @property
+    def default_address(self) -> AddressConfig:
+        return self.addresses[0]
+
+
+def _describe(error: dict[str, Any]) -> str:
+    key = ".".join(str(part) for part in error["loc"]) or "(top level)"
+    if error["type"] == "extra_forbidden":
+        return f"{key}: unknown key"
+    message = error["msg"].removeprefix("Value error, ")
+    return f"{key}: {message}"
+
+
+def parse_config(data: dict[str, Any], source: str = "config") -> Config:
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+        raise ConfigError(f"{source}: {_describe(first)}{more}") from None
+
+
+def find_config_file(explicit: str | os.PathLike[str] | None) -> Path | None:
+    if explicit:
+        return Path(explicit)
+    if os.environ.get(ENV_VAR):
+        return Path(os.environ[ENV_VAR])
+    if DEFAULT_FILE.exists():
+        return DEFAULT_FILE
+    return None
+
+
+def load_config(explicit: str | os.PathLike[str] | None = None) -> Config:
+    """Load, validate and return the config; raise ConfigError with one clear line."""
+    path = find_config_file(explicit)
+    if path is None:
+        return Config()
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read config file: {exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    return parse_config(data, str(path))
+
+
+def masked(config: Config) -> dict[str, Any]:
+    """The effective config as plain data, secrets replaced by asterisks."""
+    data = config.model_dump(mode="json")
+    password = config.outbound.password
+    if password is not None:
+        data["outbound"]["password"] = "********"
+    data["database"]["url"] = _mask_url_password(config.database.url)
+    for box, shown in zip(config.imap, data["imap"], strict=True):
+        if box.password is not None:
+            shown["password"] = "********"
+    return data
+
+
+def _mask_url_password(url: str) -> str:
+    scheme, sep, rest = url.partition("://")
+    userinfo, at, host = rest.rpartition("@")
+    if not sep or not at or ":" not in userinfo:
+        return url
+    user = userinfo.split(":", 1)[0]
+    return f"{scheme}://{user}:********@{host}"

@@ -1,0 +1,133 @@
+"""The database: engine, sessions, SQLite pragmas and the migrations runner.
+
+SQLite runs in WAL mode with a busy timeout, and every transaction starts
+with ``BEGIN IMMEDIATE`` so two writers queue for the lock instead of failing
+half-way. ``synchronous=FULL`` (``database.sqlite_synchronous``, the default)
+fsyncs the WAL on every commit, so a commit survives a power loss, not just a
+crash. PostgreSQL needs none of that. The schema is owned by the Alembic
+migrations shipped in ``maildesk/migrations``; a fresh database is upgraded
+automatically on first use unless ``database.auto_migrate`` is off.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config as AlembicConfig
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+
+from maildesk.config import DatabaseConfig
+from maildesk.errors import TemporaryFailure
+
+MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+
+
+class Database:
+    """One engine and its session factory; the only door to the database."""
+
+    def __init__(self, config: DatabaseConfig) -> None:
+        self.config = config
+        self.url = make_url(config.url)
+        self.is_sqlite = self.url.get_backend_name() == "sqlite"
+        self.engine = self._create_engine()
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+
+    def _create_engine(self) -> Engine:
+        if not self.is_sqlite:
+            return create_engine(self.url, pool_pre_ping=True)
+        database = self.url.database
+        if database and database != ":memory:":
+            Path(database).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(
+            self.url,
+            connect_args={"timeout": self.config.busy_timeout_seconds, "isolation_level": None},
+        )
+        busy_ms = int(self.config.busy_timeout_seconds * 1000)
+        synchronous = self.config.sqlite_synchronous.upper()
+
+        @event.listens_for(engine, "connect")
+        def _pragmas(dbapi_connection: Any, _record: Any) -> None:
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute(f"PRAGMA synchronous={synchronous}")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.execute(f"PRAGMA busy_timeout={busy_ms}")
+            cursor.close()
+
+        @event.listens_for(engine, "begin")
+        def _begin_immediate(connection: Any) -> None:
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+        return engine
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        """A session in one transaction: committed on success, rolled back on error.
+
+        Database trouble that is worth retrying (locked, unreachable) comes
+        out as TemporaryFailure, so callers answer 451 / exit 75.
+        """
+        try:
+            with self._sessions() as session, session.begin():
+                yield session
+        except OperationalError as exc:
+            raise TemporaryFailure(f"database unavailable: {_first_line(exc)}") from exc
+        except DBAPIError as exc:
+            if exc.connection_invalidated:
+                raise TemporaryFailure(f"database connection lost: {_first_line(exc)}") from exc
+            raise
+
+    # migrations -----------------------------------------------------------
+
+    def alembic_config(self) -> AlembicConfig:
+        cfg = AlembicConfig()
+        cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+        cfg.attributes["engine"] = self.engine
+        return cfg
+
+    def current_revision(self) -> str | None:
+        with self.engine.connect() as connection:
+            return MigrationContext.configure(connection).get_current_revision()
+
+    def head_revision(self) -> str | None:
+        return ScriptDirectory.from_config(self.alembic_config()).get_current_head()
+
+    def upgrade(self, revision: str = "head") -> None:
+        command.upgrade(self.alembic_config(), revision)
+
+    def downgrade(self, revision: str) -> None:
+        command.downgrade(self.alembic_config(), revision)
+
+    def ensure_schema(self) -> None:
+        """Bring the schema up to date when the config allows it."""
+        if not self.config.auto_migrate:
+            return
+        try:
+            if self.current_revision() != self.head_revision():
+                self.upgrade()
+        except OperationalError as exc:
+            raise TemporaryFailure(f"database unavailable: {_first_line(exc)}") from exc
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(getattr(exc, "orig", None) or exc)
+    return text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+
+
+def open_database(config: DatabaseConfig, *, migrate: bool = True) -> Database:
+    database = Database(config)
+    if migrate:
+        database.ensure_schema()
+    return database

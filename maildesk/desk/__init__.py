@@ -1,0 +1,1 @@
+"""Tickets, the domain: threading, applying mail to tickets. Never touches the network."""

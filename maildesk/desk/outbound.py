@@ -1,0 +1,302 @@
+"""Decide what mail goes out for a ticket, render it, and put it in the outbox.
+
+Everything runs in the caller's session, so an outbox row commits together
+with the ticket change that caused it (or not at all). Nothing here touches
+the network: ``send.py`` drains the outbox.
+
+The guards against answering machines, in order:
+
+* only a ``normal`` customer mail is acknowledged (process.py checks the
+  class; ``acknowledge`` checks it again);
+* never to a robot address (mailer-daemon, noreply..., ``outbound.robot_pattern``)
+  nor to one of our own addresses;
+* at most ``limits.per_recipient`` automatic customer mails (ack, update,
+  solved) per recipient and ``limits.per_ticket`` per ticket in their windows.
+
+A mail a guard stops is still written, with status ``suppressed`` and the
+reason, and the ticket's history says so. A mail that is queued is also
+stored as an outbound Message on the ticket, and its Message-ID becomes a
+thread key, so the customer's reply to it finds the ticket.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from maildesk.config import AddressConfig, Config
+from maildesk.desk import threader
+from maildesk.desk.tickets import Person, record_event
+from maildesk.mail.classify import NORMAL, is_robot_address
+from maildesk.mail.compose import Outgoing, compose, new_message_id, references_for
+from maildesk.mail.quotes import REPLY_ABOVE_MARKER
+from maildesk.models import Message, Outbox, Ticket
+from maildesk.templating import renderer
+
+QUEUED, SENT, FAILED, SUPPRESSED = "queued", "sent", "failed", "suppressed"
+STATUSES = (QUEUED, SENT, FAILED, SUPPRESSED)
+
+AUTO_SUBMITTED = {
+    "ack": "auto-replied",
+    "update": "auto-generated",
+    "solved": "auto-generated",
+    "notification": "auto-generated",
+    "sla_reminder": "auto-generated",
+    "sla_breach": "auto-generated",
+    "agent_reply": None,
+}
+RATE_LIMITED = ("ack", "update", "solved")
+"""Automatic mail to customers: what an auto-responder could ping-pong with."""
+MESSAGE_KIND = {"agent_reply": "agent", "notification": "system", "sla_reminder": "system", "sla_breach": "system"}
+
+
+def context(
+    config: Config,
+    ticket: Ticket,
+    served: AddressConfig,
+    *,
+    message_text: str = "",
+    agent: Person | None = None,
+    event: str = "",
+    change: tuple[str, str] | None = None,
+    sla: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The variables every template sees; each is always present, so a typo is an error."""
+    return {
+        "ticket": {
+            "id": ticket.id, "subject": ticket.subject, "status": ticket.status,
+            "queue": ticket.queue, "priority": ticket.priority,
+        },
+        "tag": threader.subject_tag(ticket.id, config.desk.tag_prefix),
+        "customer": {"name": ticket.requester_name, "address": ticket.requester},
+        "queue_name": served.display_name,
+        "support_address": served.address,
+        "reply_marker": REPLY_ABOVE_MARKER,
+        "message": {"text": message_text},
+        "agent": {"name": agent.name if agent else "", "address": agent.address if agent else ""},
+        "event": event,
+        "change": {"old": change[0] if change else "", "new": change[1] if change else ticket.status},
+        "sla": {"target": "", "due_at": "", "minutes_left": 0, "minutes_overdue": 0, **(sla or {})},
+    }
+
+
+def served_address(config: Config, ticket: Ticket) -> AddressConfig:
+    return config.address_for(ticket.support_address) or config.default_address
+
+
+def acknowledge(
+    session: Session,
+    config: Config,
+    ticket: Ticket,
+    message: Message,
+    *,
+    now: datetime,
+    thread_index: str | None = None,
+) -> Outbox | None:
+    """Acknowledge a new ticket opened by ``message``, unless it was written by software."""
+    if message.classification != NORMAL or message.direction != "in":
+        return None
+    reply_to = message.reply_to[0] if message.reply_to else None
+    to = Person(reply_to["address"], reply_to["name"]) if reply_to else Person(message.from_address, message.from_name)
+    return enqueue(
+        session, config, ticket, "ack", to=[to], now=now, parent=message,
+        message_text=message.new_text, parent_thread_index=thread_index,
+    )
+
+
+def status_changed(
+    session: Session,
+    config: Config,
+    ticket: Ticket,
+    *,
+    old: str,
+    new: str,
+    now: datetime,
+    note: str = "",
+) -> Outbox | None:
+    """Tell the requester about a status change: ``solved`` mail for solved, ``update`` for
+    open/pending; nothing for new or closed (closing a solved ticket is housekeeping)."""
+    if old == new or new in ("new", "closed"):
+        return None
+    last = session.scalar(
+        select(Message).where(Message.ticket_id == ticket.id, Message.direction == "in", Message.kind == "customer")
+        .order_by(Message.id.desc()).limit(1)
+    )
+    return enqueue(
+        session, config, ticket, "solved" if new == "solved" else "update",
+        to=[Person(ticket.requester, ticket.requester_name)], now=now, parent=last,
+        message_text=note, change=(old, new),
+    )
+
+
+def enqueue(
+    session: Session,
+    config: Config,
+    ticket: Ticket,
+    kind: str,
+    *,
+    to: list[Person],
+    now: datetime,
+    parent: Message | None = None,
+    parent_thread_index: str | None = None,
+    **variables: Any,
+) -> Outbox:
+    """Render, compose and write one outbox row (``queued`` or ``suppressed``)."""
+    served = served_address(config, ticket)
+    rendered = renderer(config.outbound.templates).render_or_builtin(
+        kind, context(config, ticket, served, **variables), queue=ticket.queue, language=served.language
+    )
+    tag = threader.subject_tag(ticket.id, config.desk.tag_prefix)
+    subject = rendered.subject if tag in rendered.subject else f"{tag} {rendered.subject}"
+    message_id = new_message_id(config.desk.domain)
+    references = references_for(parent.message_id, list(parent.references)) if parent else []
+    reason = _suppression(session, config, ticket, kind, to, now)
+    raw = b""
+    if not reason:
+        try:
+            raw = compose(Outgoing(
+                from_address=served.address, from_name=served.display_name,
+                to=[(p.name, p.address) for p in to], subject=subject,
+                text=rendered.text, html=rendered.html, message_id=message_id, date=now,
+                in_reply_to=parent.message_id if parent else None, references=references,
+                auto_submitted=AUTO_SUBMITTED[kind], bulk=AUTO_SUBMITTED[kind] is not None,
+                loop=served.address, parent_thread_index=parent_thread_index, topic=ticket.subject,
+            )).as_bytes()
+        except ValueError as exc:
+            reason = str(exc)
+    row = Outbox(
+        ticket_id=ticket.id, kind=kind, to=[p.address for p in to], recipient=to[0].address.lower()[:320],
+        subject=subject, message_id=message_id, raw=raw, status=SUPPRESSED if reason else QUEUED,
+        attempts=0, reason=reason, next_attempt_at=now, created_at=now,
+    )
+    session.add(row)
+    session.flush()
+    recipients = ", ".join(p.address for p in to)
+    if reason:
+        record_event(session, ticket, "mail_suppressed", now=now, reason=f"{kind} to {recipients} not sent: {reason}",
+                     outbox_id=row.id, kind=kind, to=row.to)
+        return row
+    session.add(Message(
+        ticket_id=ticket.id, direction="out", kind=MESSAGE_KIND.get(kind, "auto"), message_id=message_id,
+        in_reply_to=[parent.message_id] if parent else [], references=references,
+        from_address=served.address, from_name=served.display_name,
+        to=[{"name": p.name, "address": p.address} for p in to], cc=[], reply_to=[], subject=subject,
+        date=now, body_text=rendered.text, body_html=rendered.html, new_text=rendered.text,
+        classification=NORMAL, classification_reason="sent by maildesk", defects=[], created_at=now,
+    ))
+    threader.remember_keys(session, ticket.id, [message_id], claimed=frozenset())  # a fresh id: nobody has it
+    record_event(session, ticket, "mail_queued", now=now, reason=f"{kind} to {recipients}",
+                 outbox_id=row.id, kind=kind, message_id=message_id)
+    return row
+
+
+def _suppression(session: Session, config: Config, ticket: Ticket, kind: str, to: list[Person], now: datetime) -> str:
+    """Why this mail must not go out, or "" when it may."""
+    for person in to:
+        if config.address_for(person.address) is not None:
+            return f"{person.address} is one of our own addresses"
+        if is_robot_address(person.address, config.outbound.robot_pattern):
+            return f"{person.address or '<>'} looks like software (robot address), never answered"
+    if kind not in RATE_LIMITED:
+        return ""
+    limits = config.limits
+    recent = select(func.count(Outbox.id)).where(Outbox.kind.in_(RATE_LIMITED), Outbox.status != SUPPRESSED)
+    since = now - timedelta(minutes=limits.per_recipient_minutes)
+    sent = session.scalar(recent.where(Outbox.recipient == to[0].address.lower(), Outbox.created_at >= since)) or 0
+    if sent >= limits.per_recipient:
+        return (f"rate limit: {sent} automatic mails to {to[0].address} in the last "
+                f"{limits.per_recipient_minutes:g} minutes (limit {limits.per_recipient})")
+    since = now - timedelta(minutes=limits.per_ticket_minutes)
+    sent = session.scalar(recent.where(Outbox.ticket_id == ticket.id, Outbox.created_at >= since)) or 0
+    if sent >= limits.per_ticket:
+        return (f"rate limit: {sent} automatic mails on this ticket in the last "
+                f"{limits.per_ticket_minutes:g} minutes (limit {limits.per_ticket})")
+    return ""
+
+
+# -- what the sender and bounces report back -----------------------------------
+
+
+@dataclass(frozen=True)
+class BouncedMail:
+    ticket: Ticket
+    outbox: list[Outbox]
+    message_ids: list[str]
+
+
+def find_bounced(session: Session, message_ids: tuple[str, ...] | list[str]) -> BouncedMail | None:
+    """The ticket of our own outbound mail named in a bounce, if any of the ids is ours."""
+    if not message_ids:
+        return None
+    ids = list(message_ids)
+    rows = list(session.scalars(select(Outbox).where(Outbox.message_id.in_(ids)).order_by(Outbox.id)))
+    ticket_id = next((r.ticket_id for r in rows if r.ticket_id is not None), None)
+    if ticket_id is None:
+        ticket_id = session.scalar(
+            select(Message.ticket_id).where(Message.message_id.in_(ids), Message.direction == "out").limit(1)
+        )
+    if ticket_id is None:
+        return None
+    ticket = session.get(Ticket, ticket_id)
+    assert ticket is not None
+    return BouncedMail(ticket, [r for r in rows if r.ticket_id == ticket_id], ids)
+
+
+def record_bounce(
+    session: Session,
+    bounced: BouncedMail,
+    *,
+    reason: str,
+    failed_recipients: tuple[str, ...],
+    permanent: bool,
+    now: datetime,
+) -> None:
+    """A bounce of our mail: a delivery failure in the ticket's history (never a reopen)."""
+    for row in bounced.outbox:
+        if permanent and row.status == SENT:
+            row.status = FAILED
+            row.last_error = f"bounced after delivery to the relay: {reason}"
+    record_event(
+        session, bounced.ticket, "delivery_failed", now=now,
+        reason=f"{'bounce' if permanent else 'delay notice'} for our mail {', '.join(bounced.message_ids)}"
+               + (f" to {', '.join(failed_recipients)}" if failed_recipients else "") + f": {reason}",
+        message_ids=bounced.message_ids, failed_recipients=list(failed_recipients), permanent=permanent,
+        outbox_ids=[r.id for r in bounced.outbox],
+    )
+
+
+def delivery_failed(session: Session, row: Outbox, error: str, *, now: datetime) -> None:
+    """The sender gave up on ``row``: say so on its ticket."""
+    ticket = session.get(Ticket, row.ticket_id) if row.ticket_id is not None else None
+    if ticket is not None:
+        record_event(session, ticket, "delivery_failed", now=now,
+                     reason=f"{row.kind} to {', '.join(row.to)} could not be delivered: {error}",
+                     outbox_id=row.id, message_id=row.message_id, attempts=row.attempts, permanent=True)
+
+
+def delivered(session: Session, row: Outbox, *, now: datetime) -> None:
+    ticket = session.get(Ticket, row.ticket_id) if row.ticket_id is not None else None
+    if ticket is not None:
+        record_event(session, ticket, "mail_sent", now=now, reason=f"{row.kind} to {', '.join(row.to)}",
+                     outbox_id=row.id, message_id=row.message_id, attempts=row.attempts)
+
+
+def requeue(session: Session, outbox_id: int, *, now: datetime) -> str:
+    """Make a failed (or waiting) mail due now with a fresh count of attempts; "" or why not."""
+    row = session.get(Outbox, outbox_id)
+    if row is None:
+        return "no such mail"
+    if row.status == SUPPRESSED:
+        return f"was suppressed and is not sent: {row.reason}"
+    if row.status == SENT:
+        return "was already sent"
+    row.status, row.attempts, row.next_attempt_at, row.reason = QUEUED, 0, now, ""
+    ticket = session.get(Ticket, row.ticket_id) if row.ticket_id is not None else None
+    if ticket is not None:
+        record_event(session, ticket, "mail_requeued", now=now, reason=f"{row.kind} to {', '.join(row.to)} queued again",
+                     outbox_id=row.id)
+    return ""

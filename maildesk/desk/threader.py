@@ -1,0 +1,166 @@
+"""Find the ticket a message belongs to.
+
+In this order:
+
+1. Message-IDs. The message's In-Reply-To, then its References (newest
+   first), then its own Message-ID are looked up among the thread keys of
+   all tickets. Every id a stored message named is a key, whether or not
+   that message has arrived (as in JWZ's threading), so replies that come
+   before their parent meet on one ticket and the parent joins them.
+2. The subject tag (``[#123]`` or ``[ACME #123]``), but only for a sender who
+   is a participant of that ticket. A stranger with a copied tag gets a new
+   ticket linked to the old one, and the event log says why.
+
+A match on a closed ticket closed longer than the reopen window also opens
+a new linked ticket instead of reviving an old conversation.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from functools import lru_cache
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from maildesk.models import Participant, ThreadKey, Ticket
+
+
+@dataclass(frozen=True)
+class ThreadMatch:
+    """Where a message goes: an existing ticket, or a new one (maybe linked)."""
+
+    ticket: Ticket | None
+    via: str
+    """How it was found: in-reply-to, references, message-id, subject-tag, or new."""
+    linked_to: Ticket | None = None
+    reason: str = ""
+    claimed_keys: frozenset[str] | None = None
+    """The message's ids that were already some ticket's keys when it was threaded
+    (None if unknown): lets ``remember_keys`` skip looking them up again."""
+
+
+def subject_tag(ticket_id: int, prefix: str = "") -> str:
+    return f"[{prefix} #{ticket_id}]" if prefix else f"[#{ticket_id}]"
+
+
+@lru_cache(maxsize=16)
+def _tag_pattern(prefix: str) -> re.Pattern[str]:
+    lead = rf"{re.escape(prefix)}\s*" if prefix else ""
+    return re.compile(rf"\[\s*{lead}#(\d{{1,18}})\s*\]", re.IGNORECASE)
+
+
+def find_subject_tag(subject: str, prefix: str = "") -> int | None:
+    match = _tag_pattern(prefix).search(subject)
+    return int(match.group(1)) if match else None
+
+
+def strip_subject_tag(subject: str, prefix: str = "") -> str:
+    return re.sub(r"\s{2,}", " ", _tag_pattern(prefix).sub("", subject)).strip()
+
+
+def thread_keys(message_id: str, in_reply_to: list[str], references: list[str]) -> list[str]:
+    """The ids to look up, most telling first, without repeats."""
+    ordered = [*in_reply_to, *reversed(references), message_id]
+    return list(dict.fromkeys(key for key in ordered if key))
+
+
+def find_thread(
+    session: Session,
+    *,
+    message_id: str,
+    in_reply_to: list[str],
+    references: list[str],
+    subject: str,
+    sender: str,
+    tag_prefix: str,
+    reopen_window: timedelta,
+    now: datetime,
+) -> ThreadMatch:
+    keys = thread_keys(message_id, in_reply_to, references)
+    claimed = _claimed_keys(session, keys)
+    match = _match_by_ids(session, keys, claimed, in_reply_to, references)
+    if match.ticket is None:
+        match = _match_by_tag(session, subject, sender, tag_prefix)
+    if match.ticket is not None and _closed_too_long(match.ticket, reopen_window, now):
+        match = ThreadMatch(
+            None,
+            "new",
+            linked_to=match.ticket,
+            reason=(
+                f"ticket #{match.ticket.id} was closed on {match.ticket.closed_at:%Y-%m-%d}, "
+                f"longer than the reopen window of {reopen_window.days} days"
+            ),
+        )
+    return replace(match, claimed_keys=frozenset(claimed))
+
+
+def _claimed_keys(session: Session, keys: list[str]) -> dict[str, int]:
+    """Which of ``keys`` already belong to a ticket, and to which."""
+    query = select(ThreadKey.message_id, ThreadKey.ticket_id).where(ThreadKey.message_id.in_(keys))
+    return {key: ticket_id for key, ticket_id in session.execute(query)}
+
+
+def _match_by_ids(
+    session: Session, keys: list[str], found: dict[str, int], in_reply_to: list[str], references: list[str]
+) -> ThreadMatch:
+    for key in keys:
+        if key in found:
+            via = "in-reply-to" if key in in_reply_to else "references" if key in references else "message-id"
+            return ThreadMatch(session.get(Ticket, found[key]), via, reason=f"{via} {key}")
+    return ThreadMatch(None, "new")
+
+
+def _match_by_tag(session: Session, subject: str, sender: str, prefix: str) -> ThreadMatch:
+    ticket_id = find_subject_tag(subject, prefix)
+    if ticket_id is None:
+        return ThreadMatch(None, "new")
+    ticket = session.get(Ticket, ticket_id)
+    if ticket is None:
+        return ThreadMatch(None, "new", reason=f"subject tag names ticket #{ticket_id}, which does not exist")
+    if _is_participant(session, ticket.id, sender):
+        return ThreadMatch(ticket, "subject-tag", reason=f"subject tag {subject_tag(ticket_id, prefix)}")
+    return ThreadMatch(
+        None,
+        "new",
+        linked_to=ticket,
+        reason=(
+            f"subject tag {subject_tag(ticket_id, prefix)} from {sender or 'an unknown sender'}, "
+            f"who is not a participant of ticket #{ticket_id}"
+        ),
+    )
+
+
+def _is_participant(session: Session, ticket_id: int, address: str) -> bool:
+    if not address:
+        return False
+    query = select(Participant.id).where(
+        Participant.ticket_id == ticket_id, Participant.address == address.lower()
+    )
+    return session.scalar(query) is not None
+
+
+def _closed_too_long(ticket: Ticket, window: timedelta, now: datetime) -> bool:
+    return ticket.status == "closed" and ticket.closed_at is not None and now - ticket.closed_at > window
+
+
+def remember_keys(
+    session: Session, ticket_id: int, keys: list[str], *, claimed: frozenset[str] | None = None
+) -> None:
+    """Make every id of this message a key of the ticket (first ticket to claim a key keeps it).
+
+    ``claimed``: the keys already taken, when the caller has just looked them
+    up in this transaction (``ThreadMatch.claimed_keys``); else they are looked up here.
+    """
+    if not keys:
+        return
+    if claimed is None:
+        taken = set(session.scalars(select(ThreadKey.message_id).where(ThreadKey.message_id.in_(keys))))
+    else:
+        taken = set(claimed)
+    for key in keys:
+        if key not in taken:
+            session.add(ThreadKey(message_id=key, ticket_id=ticket_id))
+            taken.add(key)

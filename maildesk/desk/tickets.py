@@ -1,0 +1,216 @@
+"""Apply a message to a ticket: open a ticket, add a message, reopen, log why.
+
+Everything here works inside the caller's session and transaction; nothing
+here parses mail or touches the network. Every change writes a TicketEvent
+saying who did it and why.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from maildesk.models import Attachment, Message, Participant, Ticket, TicketEvent
+
+NEW, OPEN, PENDING, SOLVED, CLOSED = "new", "open", "pending", "solved", "closed"
+STATUSES = (NEW, OPEN, PENDING, SOLVED, CLOSED)
+SYSTEM = "maildesk"
+
+
+@dataclass(frozen=True)
+class Person:
+    address: str
+    name: str = ""
+
+
+@dataclass(frozen=True)
+class IncomingMessage:
+    """What the desk needs of a parsed inbound mail (built by process.py)."""
+
+    message_id: str
+    in_reply_to: list[str]
+    references: list[str]
+    sender: Person
+    to: list[Person]
+    cc: list[Person]
+    reply_to: list[Person]
+    subject: str
+    date: datetime | None
+    text: str
+    html: str | None
+    new_text: str
+    classification: str
+    classification_reason: str
+    defects: list[str]
+    attachments: list[dict[str, Any]]
+    """Each with filename, safe_filename, content_type, content_id, inline, size, sha256, content."""
+
+
+def record_event(
+    session: Session,
+    ticket: Ticket,
+    type_: str,
+    *,
+    now: datetime,
+    actor: str = SYSTEM,
+    reason: str = "",
+    **detail: Any,
+) -> None:
+    session.add(
+        TicketEvent(ticket_id=ticket.id, at=now, actor=actor, type=type_, reason=reason, detail=detail)
+    )
+
+
+def open_ticket(
+    session: Session,
+    mail: IncomingMessage,
+    *,
+    subject: str,
+    queue: str,
+    support_address: str,
+    now: datetime,
+    linked_to: Ticket | None = None,
+    reason: str = "",
+) -> Ticket:
+    ticket = Ticket(
+        subject=subject or "(no subject)",
+        status=NEW,
+        queue=queue,
+        priority="normal",
+        requester=mail.sender.address,
+        requester_name=mail.sender.name,
+        support_address=support_address,
+        tags=[],
+        linked_ticket_id=linked_to.id if linked_to else None,
+        created_at=now,
+        updated_at=now,
+    )
+    session.add(ticket)
+    session.flush()
+    record_event(
+        session,
+        ticket,
+        "created",
+        now=now,
+        actor=mail.sender.address or SYSTEM,
+        reason=reason or f"new mail {mail.message_id}",
+        queue=queue,
+        message_id=mail.message_id,
+        linked_ticket_id=ticket.linked_ticket_id,
+    )
+    if linked_to is not None:
+        record_event(
+            session,
+            linked_to,
+            "linked",
+            now=now,
+            reason=f"new ticket #{ticket.id} opened instead: {reason}",
+            linked_ticket_id=ticket.id,
+        )
+    return ticket
+
+
+def add_message(
+    session: Session,
+    ticket: Ticket,
+    mail: IncomingMessage,
+    *,
+    inbound_id: int | None,
+    kind: str,
+    via: str,
+    now: datetime,
+) -> Message:
+    message = Message(
+        ticket_id=ticket.id,
+        inbound_id=inbound_id,
+        direction="in",
+        kind=kind,
+        message_id=mail.message_id,
+        in_reply_to=mail.in_reply_to,
+        references=mail.references,
+        from_address=mail.sender.address,
+        from_name=mail.sender.name,
+        to=[_person(p) for p in mail.to],
+        cc=[_person(p) for p in mail.cc],
+        reply_to=[_person(p) for p in mail.reply_to],
+        subject=mail.subject,
+        date=mail.date,
+        body_text=mail.text,
+        body_html=mail.html,
+        new_text=mail.new_text,
+        classification=mail.classification,
+        classification_reason=mail.classification_reason,
+        defects=mail.defects,
+        created_at=now,
+    )
+    message.attachments = [Attachment(**item) for item in mail.attachments]
+    session.add(message)
+    ticket.updated_at = now
+    record_event(
+        session,
+        ticket,
+        "message",
+        now=now,
+        actor=mail.sender.address or SYSTEM,
+        reason=f"{kind} mail joined by {via}",
+        message_id=mail.message_id,
+        classification=mail.classification,
+    )
+    return message
+
+
+def add_participants(
+    session: Session, ticket: Ticket, people: list[tuple[Person, str]], *, now: datetime, new_ticket: bool = False
+) -> None:
+    """Make each (person, role) a participant of the ticket unless they already are.
+
+    ``new_ticket``: the ticket was opened in this transaction, so it has no
+    participants yet and there is nothing to look up.
+    """
+    known: set[str] = set()
+    if not new_ticket:
+        known.update(session.scalars(select(Participant.address).where(Participant.ticket_id == ticket.id)))
+    for person, role in people:
+        address = person.address.lower()
+        if not address or address in known:
+            continue
+        known.add(address)
+        session.add(Participant(ticket_id=ticket.id, address=address, name=person.name, role=role))
+        if role != "requester":
+            record_event(session, ticket, "participant_added", now=now, reason=f"{role} on a mail", address=address)
+
+
+def customer_wrote(session: Session, ticket: Ticket, *, actor: str, now: datetime) -> None:
+    """A customer's mail on a waiting, solved or closed ticket puts it back to work."""
+    if ticket.status in (PENDING, SOLVED, CLOSED):
+        old = ticket.status
+        ticket.status = OPEN
+        ticket.solved_at = None
+        ticket.closed_at = None
+        reason = "customer replied" if old == PENDING else f"customer replied to a {old} ticket"
+        record_event(
+            session, ticket, "reopened" if old != PENDING else "status", now=now, actor=actor,
+            reason=reason, old=old, new=OPEN,
+        )
+
+
+def set_status(session: Session, ticket: Ticket, status: str, *, actor: str, now: datetime, reason: str) -> None:
+    if status not in STATUSES:
+        raise ValueError(f"unknown status {status!r}; one of {', '.join(STATUSES)}")
+    if status == ticket.status:
+        return
+    old, ticket.status = ticket.status, status
+    ticket.updated_at = now
+    if status == SOLVED:
+        ticket.solved_at = now
+    if status == CLOSED:
+        ticket.closed_at = now
+    record_event(session, ticket, "status", now=now, actor=actor, reason=reason, old=old, new=status)
+
+
+def _person(person: Person) -> dict[str, str]:
+    return {"name": person.name, "address": person.address}

@@ -1,0 +1,1 @@
+"""Pure functions over e-mail messages: parsing, quotes, charsets; no database."""

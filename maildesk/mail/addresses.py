@@ -1,0 +1,143 @@
+"""Address headers -> Address values: list splitting and sender recovery.
+
+Real-world address headers are often broken: unquoted commas in display
+names, group syntax, missing angle brackets, comments instead of names,
+addresses with no domain. The splitter here is deliberately more forgiving
+than the stdlib's; every repair is reported in ``defects``.
+"""
+
+from __future__ import annotations
+
+import email.message
+import re
+from dataclasses import dataclass
+
+from maildesk.mail import charsets
+
+__all__ = ["Address", "address_fields", "addresses", "sender"]
+
+
+@dataclass(frozen=True)
+class Address:
+    """A mailbox: decoded display name ("" if none) and address ("" if none)."""
+
+    name: str
+    address: str
+
+
+_ADDRESS_FIELDS = ("from", "sender", "reply-to", "return-path", "to", "cc")
+
+
+def address_fields(message: email.message.Message, hint: str | None) -> dict[str, str]:
+    """Address headers with 8-bit bytes decoded but encoded words kept.
+
+    Repeated To or Cc headers are joined; for the others the first counts.
+    """
+    fields: dict[str, str] = {}
+    for name, value in message.raw_items():
+        key = str(name).lower()
+        if key in _ADDRESS_FIELDS:
+            text = charsets.header_text(value, words=False, hint=hint)[0]
+            if key in fields and key in ("to", "cc"):
+                fields[key] += ", " + text
+            else:
+                fields.setdefault(key, text)
+    return fields
+
+
+def sender(first: dict[str, str], defects: list[str]) -> Address:
+    """The From mailbox, or one recovered from Sender, Reply-To or Return-Path."""
+    found = addresses(first.get("from", ""), "From", defects)
+    if found and found[0].address:
+        return found[0]
+    name = found[0].name if found else ""
+    if "from" not in first:
+        defects.append("no From header")
+    for header in ("Sender", "Reply-To", "Return-Path"):
+        for candidate in addresses(first.get(header.lower(), ""), header, []):
+            if candidate.address:
+                defects.append(f"From has no address; sender recovered from {header}")
+                return Address(name or candidate.name, candidate.address)
+    defects.append("no sender address could be recovered")
+    return Address(name, "")
+
+
+def addresses(value: str, header: str, defects: list[str]) -> list[Address]:
+    """The mailboxes in one address header's ``value``; empty items dropped."""
+    result = []
+    for item in _split_address_list(value):
+        address = _one_address(item, header, defects)
+        if address.name or address.address:
+            result.append(address)
+    return result
+
+
+def _split_address_list(value: str) -> list[str]:
+    items: list[str] = []
+    buf: list[str] = []
+    quoted = escaped = angle = False
+    comment = 0
+    for ch in value:
+        if escaped:
+            escaped = False
+        elif quoted:
+            escaped, quoted = ch == "\\", ch != '"'
+        elif comment:
+            comment += {"(": 1, ")": -1}.get(ch, 0)
+        elif ch == '"':
+            quoted = True
+        elif ch == "(":
+            comment = 1
+        elif ch in "<>":
+            angle = ch == "<"
+        elif ch in ",;" and not angle:
+            items.append("".join(buf))
+            buf = []
+            continue
+        elif ch == ":" and not angle and "@" not in buf:
+            buf = []  # group display name, e.g. "undisclosed-recipients:"
+            continue
+        buf.append(ch)
+    items.append("".join(buf))
+    items = [item.strip() for item in items if item.strip()]
+    merged: list[str] = []
+    for item in items:
+        # "Doe, John <john@x.com>": an unquoted display name with a comma.
+        if merged and "<" in item and "@" not in merged[-1] and "<" not in merged[-1]:
+            merged[-1] = f"{merged[-1]}, {item}"
+        else:
+            merged.append(item)
+    return merged
+
+
+def _one_address(item: str, header: str, defects: list[str]) -> Address:
+    comments = re.findall(r"\(([^()]*)\)", item)
+    if "<" in item:
+        name, _, rest = item.partition("<")
+        address = rest.split(">", 1)[0]
+    else:
+        name = comments[0] if comments else ""
+        address = re.sub(r"\([^()]*\)", " ", item)
+    name = _unquote(name.strip())
+    name, _ = charsets.decode_words(name)
+    address = "".join(address.split()).strip('"').removeprefix("mailto:")
+    if address and "@" not in address:
+        embedded = re.search(r"[^\s<>\"'(),;:]+@[^\s<>\"'(),;:]+\.[^\s<>\"'(),;:]+", item)
+        if embedded:
+            address = embedded.group(0)
+            defects.append(f"{header}: address recovered from {item!r}")
+        elif re.fullmatch(r"[\w.!#$%&'*+/=?^`{|}~-]+", address):
+            defects.append(f"{header}: address {address!r} has no domain")
+        else:
+            defects.append(f"{header}: unusable address {item!r}")
+            address = ""
+    local, at, domain = address.rpartition("@")
+    if at:
+        address = f"{local}@{domain.lower()}"
+    return Address(" ".join(name.split()), address)
+
+
+def _unquote(text: str) -> str:
+    if len(text) >= 2 and text[0] == text[-1] == '"':
+        text = re.sub(r"\\(.)", r"\1", text[1:-1])
+    return text

@@ -1,0 +1,181 @@
+"""MIME parts -> Attachment values: file names, safe names, decoded content.
+
+A part's file name comes from Content-Disposition ``filename`` or
+Content-Type ``name`` (RFC 2231 and encoded words decoded); safe_filename()
+turns it into one that is safe to write to disk, and name_attachments()
+keeps the safe names unique within a message. Forwarded messages become
+``.eml`` attachments named after their subject.
+"""
+
+from __future__ import annotations
+
+import email.message
+import email.policy
+import email.utils
+import hashlib
+import io
+import mimetypes
+import re
+import unicodedata
+from dataclasses import dataclass, field
+from email.generator import BytesGenerator
+
+from maildesk.mail import charsets
+
+__all__ = [
+    "Attachment",
+    "as_bytes",
+    "forwarded_name",
+    "message_bytes",
+    "name_attachments",
+    "safe_call",
+    "safe_filename",
+]
+
+
+@dataclass(frozen=True)
+class Attachment:
+    """A file carried by a message, with its decoded bytes."""
+
+    filename: str
+    safe_filename: str
+    content_type: str
+    content: bytes = field(repr=False)
+    content_id: str | None
+    inline: bool
+
+    @property
+    def size(self) -> int:
+        return len(self.content)
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.content).hexdigest()
+
+
+def forwarded_name(part: email.message.Message) -> str:
+    """File name for a forwarded message/rfc822 part: its subject + ``.eml``."""
+    payload = part.get_payload()
+    inner = payload[0] if isinstance(payload, list) and payload else None
+    subject = ""
+    if isinstance(inner, email.message.Message):
+        raw = next((v for n, v in inner.raw_items() if n.lower() == "subject"), "")
+        subject = " ".join(charsets.header_text(raw)[0].split())
+    name = re.sub(r"[\\/]+", "-", subject) or "forwarded-message"
+    return f"{name}.eml"
+
+
+def message_bytes(message: email.message.Message) -> bytes:
+    """Serialise a stdlib message back to bytes, as the parser kept it."""
+    out = io.BytesIO()
+    BytesGenerator(out, mangle_from_=False, policy=email.policy.compat32).flatten(message)
+    return out.getvalue()
+
+
+def name_attachments(parts) -> list[Attachment]:
+    """Attachments for ``(part, forced_name)`` pairs, safe names unique per message."""
+    result: list[Attachment] = []
+    used: set[str] = set()
+    for index, (part, forced_name) in enumerate(parts, start=1):
+        ctype = part.get_content_type()
+        if ctype.startswith("message/"):
+            payload = part.get_payload()
+            inner = payload if isinstance(payload, list) else [payload]
+            content = b"\n".join(
+                message_bytes(m) if isinstance(m, email.message.Message) else as_bytes(m)
+                for m in inner
+            )
+        else:
+            content = safe_call(part.get_payload, decode=True)
+            if not isinstance(content, bytes):
+                content = as_bytes(str(part.get_payload() or ""))
+        filename = _filename(part) or forced_name or ""
+        safe = safe_filename(filename, index, ctype)
+        stem, dot, ext = safe.rpartition(".")
+        base, ext = (stem, f".{ext}") if dot and stem else (safe, "")
+        number, unique = 1, safe
+        while unique.casefold() in used:
+            number += 1
+            unique = f"{base}-{number}{ext}"
+        used.add(unique.casefold())
+        safe = unique
+        cid = safe_call(part.get, "Content-ID")
+        cid = "".join(str(cid).split()).strip("<>") or None if cid else None
+        disposition = safe_call(part.get_content_disposition)
+        inline = disposition == "inline" or (disposition is None and cid is not None)
+        result.append(Attachment(filename, safe, ctype, content, cid, inline))
+    return result
+
+
+def _filename(part: email.message.Message) -> str:
+    for param, header in (("filename", "content-disposition"), ("name", "content-type")):
+        value = safe_call(_header_param(part, header).get_param, param, None, header)
+        if isinstance(value, tuple):
+            label, _, text = value
+            raw = text.encode("raw-unicode-escape") if isinstance(text, str) else b""
+            value = charsets.decode_lenient(raw, label or "utf-8")
+        if value:
+            text, _ = charsets.header_text(email.utils.unquote(str(value)))
+            return text.strip()
+    return ""
+
+
+def _header_param(part: email.message.Message, header: str) -> email.message.Message:
+    """``part``, or a stand-in whose ``header`` has raw 8-bit bytes decoded."""
+    raw = next((str(v) for n, v in part.raw_items() if n.lower() == header), "")
+    if raw.isascii():
+        return part
+    stand_in = email.message.Message()
+    stand_in[header] = charsets.decode_lenient(raw.encode("utf-8", "surrogateescape"), None)
+    return stand_in
+
+
+_UNSAFE_CHARS = re.compile(r'[<>:"|?*]')
+_RESERVED = re.compile(r"^(con|prn|aux|nul|com\d|lpt\d)(\.|$)", re.IGNORECASE)
+_MAX_NAME = 150
+
+
+def safe_filename(filename: str, index: int = 1, content_type: str = "") -> str:
+    """A file name that is safe to write anywhere; never empty."""
+    name = unicodedata.normalize("NFC", filename or "")
+    name = re.split(r"[/\\]", re.sub(r"\s", " ", name))[-1]
+    name = "".join(c for c in name if unicodedata.category(c) not in ("Cc", "Cf", "Cs"))
+    name = _UNSAFE_CHARS.sub("_", name)
+    name = re.sub(r"\.{2,}", ".", " ".join(name.split())).strip(" .")
+    if _RESERVED.match(name):
+        name = f"_{name}"
+    if not name.strip("_"):
+        ext = mimetypes.guess_extension(content_type or "") or ".bin"
+        if content_type == "message/rfc822":
+            ext = ".eml"
+        return f"attachment{ext}" if index <= 1 else f"attachment-{index}{ext}"
+    if len(name) > _MAX_NAME:
+        stem, dot, ext = name.rpartition(".")
+        if dot and stem and len(ext) <= 16:
+            name = stem[: _MAX_NAME - len(ext) - 1].rstrip(" .") + "." + ext
+        else:
+            name = name[:_MAX_NAME]
+    return name
+
+
+# --- helpers parse.py shares -----------------------------------------------
+
+
+def safe_call(func, *args, **kwargs):
+    """``func(*args, **kwargs)``, or None if it raises."""
+    try:
+        return func(*args, **kwargs)
+    except Exception:
+        return None
+
+
+def as_bytes(raw: object) -> bytes:
+    """``raw`` as bytes (str via surrogateescape); b"" if it cannot be."""
+    if isinstance(raw, bytes):
+        return raw
+    if isinstance(raw, str):
+        return raw.encode("utf-8", "surrogateescape")
+    try:
+        return bytes(raw)  # type: ignore[call-overload]
+    except (TypeError, ValueError):
+        return b""

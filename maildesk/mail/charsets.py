@@ -1,0 +1,288 @@
+"""Turn bytes in a declared (often wrong) mail charset into text.
+
+Mail clients label text with the charset they think they used: GB2312 when
+they wrote GBK, ISO-8859-1 when they wrote Windows-1252, us-ascii when they
+wrote UTF-8, or names Python has never heard of. Decoding goes through the
+superset of the declared charset, then UTF-8, then charset-normalizer's
+guess, and only then replacement characters. Each fallback is reported as a
+defect so the caller can record it.
+"""
+
+from __future__ import annotations
+
+import binascii
+import codecs
+import re
+
+import charset_normalizer
+
+# Declared label -> codec actually used, which is a superset of the label.
+# None means "no usable label": detect from the bytes.
+_ALIASES: dict[str, str | None] = {
+    "gb2312": "gb18030",
+    "gbk": "gb18030",
+    "x-gbk": "gb18030",
+    "cp936": "gb18030",
+    "windows-936": "gb18030",
+    "euc-cn": "gb18030",
+    "x-euc-cn": "gb18030",
+    "csgb2312": "gb18030",
+    "chinese": "gb18030",
+    "shift_jis": "cp932",
+    "shift-jis": "cp932",
+    "sjis": "cp932",
+    "x-sjis": "cp932",
+    "s-jis": "cp932",
+    "ms_kanji": "cp932",
+    "csshiftjis": "cp932",
+    "windows-31j": "cp932",
+    "x-ms-cp932": "cp932",
+    "iso-8859-1": "cp1252",
+    "iso8859-1": "cp1252",
+    "iso_8859-1": "cp1252",
+    "iso-8859-1:1987": "cp1252",
+    "latin1": "cp1252",
+    "latin-1": "cp1252",
+    "l1": "cp1252",
+    "us-ascii": "cp1252",
+    "ascii": "cp1252",
+    "ansi_x3.4-1968": "cp1252",
+    "iso646-us": "cp1252",
+    "us": "cp1252",
+    "iso-8859-9": "cp1254",
+    "latin5": "cp1254",
+    "euc-kr": "cp949",
+    "ks_c_5601-1987": "cp949",
+    "ks_c_5601": "cp949",
+    "ksc5601": "cp949",
+    "ksc_5601": "cp949",
+    "x-windows-949": "cp949",
+    "windows-949": "cp949",
+    "korean": "cp949",
+    "iso-8859-11": "cp874",
+    "tis-620": "cp874",
+    "tis620": "cp874",
+    "windows-874": "cp874",
+    "x-windows-874": "cp874",
+    "big5": "big5hkscs",
+    "x-big5": "big5hkscs",
+    "cn-big5": "big5hkscs",
+    "big-5": "big5hkscs",
+    "utf8": "utf-8",
+    "utf-8-sig": "utf-8-sig",
+    "x-utf-8": "utf-8",
+    "unicode-1-1-utf-7": "utf-7",
+    "x-unicode-2-0-utf-7": "utf-7",
+    "unicode-2-0-utf-7": "utf-7",
+    "iso-2022-jp": "iso2022_jp_ext",
+    "iso2022-jp": "iso2022_jp_ext",
+    "iso8859-11": "cp874",
+    "iso8859-9": "cp1254",
+    "csiso2022jp": "iso2022_jp_ext",
+    "x-unknown": None,
+    "unknown": None,
+    "unknown-8bit": None,
+    "x-user-defined": None,
+    "default": None,
+    "charset": None,
+    "none": None,
+}
+
+# Codecs that are plain ASCII for bytes < 0x80, where a UTF-8 reading of
+# 8-bit bytes is far more likely than the label being right.
+_UTF8_FIRST = {"cp1252", "cp1254", None}
+
+# If the superset codec fails, the label's own codec is worth one more try.
+_SECOND_CHOICE = {
+    "gb18030": "gb2312",
+    "cp932": "shift_jis_2004",
+    "cp949": "euc_kr",
+    "big5hkscs": "big5",
+    "iso2022_jp_ext": "iso2022_jp_2004",
+    "cp1252": "latin-1",
+}
+
+_CP_DASH = re.compile(r"^(?:cp|ibm|windows|win|x-cp|ms)[-_ ]?(\d{3,5})$")
+
+
+def codec_for(label: str | None) -> str | None:
+    """Name of the Python codec to use for a declared charset label.
+
+    Returns None when the label is missing, unknown or junk (such as
+    "136"), which means the bytes should be detected instead.
+    """
+    if not label:
+        return None
+    name = str(label).strip().strip("\"'").strip().lower()
+    name = name.split("*", 1)[0]  # RFC 2231 language suffix: utf-8*en
+    if name in _ALIASES:
+        return _ALIASES[name]
+    if name.isdigit():
+        return None
+    match = _CP_DASH.match(name)
+    if match:
+        name = "cp" + match.group(1)
+    try:
+        found = codecs.lookup(name).name
+    except (LookupError, ValueError):
+        return None
+    if not _is_text_codec(found):
+        return None
+    return _ALIASES.get(found.replace("_", "-"), found)
+
+
+def _is_text_codec(name: str) -> bool:
+    try:
+        return codecs.lookup(name)._is_text_encoding  # type: ignore[attr-defined]
+    except (LookupError, AttributeError):
+        return False
+
+
+def decode(data: bytes, label: str | None) -> tuple[str, str | None]:
+    """Decode mail bytes declared as ``label``.
+
+    Returns the text and a one-line defect, or None when the bytes decoded
+    cleanly under the label (or its superset).
+    """
+    if not data:
+        return "", None
+    codec = codec_for(label)
+    shown = label if label else "none"
+    if codec is None and data.isascii():
+        return data.decode("ascii"), None
+    if codec in _UTF8_FIRST and not data.isascii():
+        text = _strict(data, "utf-8")
+        if text is not None:
+            if codec is None and label:
+                return text, f"unknown charset {shown!r}; decoded as UTF-8"
+            if codec is not None:
+                return text, f"charset {shown!r} mislabels UTF-8 bytes; decoded as UTF-8"
+            return text, None
+    if codec is not None:
+        for candidate in (codec, _SECOND_CHOICE.get(codec)):
+            text = _strict(data, candidate) if candidate else None
+            if text is not None:
+                return text, None
+        text = _strict(data, "utf-8")
+        if text is not None:
+            return text, f"bytes are not valid {shown!r}; decoded as UTF-8"
+    detected = _detect(data)
+    if detected is not None:
+        text, guess = detected
+        if not label:
+            return text, f"no charset declared; detected {guess}"
+        reason = "unknown charset" if codec is None else "bytes do not match charset"
+        return text, f"{reason} {shown!r}; detected {guess}"
+    fallback = codec or "utf-8"
+    return (
+        data.decode(fallback, "replace"),
+        f"could not decode charset {shown!r}; used {fallback} with replacement characters",
+    )
+
+
+def decode_lenient(data: bytes, label: str | None) -> str:
+    """Like decode(), for callers that have nowhere to put a defect."""
+    return decode(data, label)[0]
+
+
+def _strict(data: bytes, codec: str) -> str | None:
+    try:
+        text = data.decode(codec)
+    except (UnicodeError, LookupError, ValueError):
+        return None
+    if _has_surrogates(text):
+        return None
+    return text
+
+
+def _has_surrogates(text: str) -> bool:
+    return any("\ud800" <= ch <= "\udfff" for ch in text)
+
+
+def _detect(data: bytes) -> tuple[str, str] | None:
+    try:
+        best = charset_normalizer.from_bytes(data).best()
+    except Exception:  # the detector must never take the parser down
+        return None
+    if best is None or best.encoding is None:
+        return None
+    text = str(best)
+    if _has_surrogates(text):
+        return None
+    return text, best.encoding
+
+
+# RFC 2047 encoded word; spaces inside are tolerated because some mailers
+# forget to encode them.
+_ENCODED_WORD = re.compile(r"=\?([^?\s]+)\?([bBqQ])\?([^?]*)\?=")
+_FOLD = re.compile(r"\r?\n(?=[ \t])")
+
+
+def header_text(raw: str, words: bool = True, hint: str | None = None) -> tuple[str, list[str]]:
+    """Decode a raw header value: unfold, decode 8-bit bytes, then RFC 2047.
+
+    ``raw`` is a value as the stdlib's compat32 parser stores it, with
+    undecodable 8-bit bytes carried as surrogate escapes. With ``words``
+    false, encoded words are left for the caller (address headers must be
+    split before their display names are decoded). ``hint`` is a charset to
+    try for raw 8-bit bytes, usually the body's. Returns the text and a list
+    of defects.
+    """
+    defects: list[str] = []
+    text = _FOLD.sub("", str(raw)).replace("\r", "").replace("\n", " ")
+    if _has_surrogates(text):
+        data = text.encode("utf-8", "surrogateescape")
+        text, defect = decode(data, hint)
+        if defect:
+            defects.append(f"8-bit header: {defect}")
+    if not words:
+        return text, defects
+    text, word_defects = decode_words(text)
+    return text, defects + word_defects
+
+
+def decode_words(value: str) -> tuple[str, list[str]]:
+    """Decode RFC 2047 encoded words, joining adjacent ones."""
+    if "=?" not in value:
+        return value, []
+    pieces: list[list] = []  # ["text", str] or ["word", label, bytes]
+    pos = 0
+    for match in _ENCODED_WORD.finditer(value):
+        between = value[pos : match.start()]
+        follows_word = bool(pieces) and pieces[-1][0] == "word"
+        if between and not (follows_word and not between.strip()):
+            pieces.append(["text", between])
+        data = _word_bytes(match.group(2), match.group(3))
+        label = match.group(1)
+        if data is None:
+            pieces.append(["text", match.group(0)])
+        elif pieces and pieces[-1][0] == "word" and pieces[-1][1].lower() == label.lower():
+            pieces[-1][2] += data  # a character may be split across words
+        else:
+            pieces.append(["word", label, data])
+        pos = match.end()
+    pieces.append(["text", value[pos:]])
+    out: list[str] = []
+    defects: list[str] = []
+    for piece in pieces:
+        if piece[0] == "text":
+            out.append(piece[1])
+            continue
+        text, defect = decode(piece[2], piece[1])
+        out.append(text)
+        if defect:
+            defects.append(f"encoded word: {defect}")
+    return "".join(out), defects
+
+
+def _word_bytes(kind: str, payload: str) -> bytes | None:
+    try:
+        if kind in "bB":
+            cleaned = re.sub(r"[^A-Za-z0-9+/]", "", payload)
+            cleaned += "=" * (-len(cleaned) % 4)
+            if len(cleaned) % 4 == 1:
+                cleaned = cleaned[:-1]
+            return binascii.a2b_base64(cleaned)
+        return binascii.a2b_qp(payload.encode("ascii", "replace"), header=True)
+    except (binascii.Error, ValueError):
+        return None

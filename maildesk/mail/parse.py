@@ -1,0 +1,365 @@
+"""Raw message bytes -> ParsedMail: addresses, ids, date, body text, attachments.
+
+parse() never raises: whatever the bytes, the worst result is a ParsedMail
+whose ``defects`` say what was wrong. The stdlib parser (compat32 policy,
+the most forgiving one) builds the MIME tree; charsets.py decodes text;
+addresses.py reads the address headers; attachments.py names and decodes
+attachments; htmltext.py turns HTML into readable text; quotes.py finds
+the new text. Address, Attachment, html_to_text, message_bytes and
+safe_filename are re-exported here, so callers can keep importing them
+from this module.
+"""
+
+from __future__ import annotations
+
+import email.message
+import email.parser
+import email.policy
+import email.utils
+import hashlib
+import re
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from maildesk.mail import addresses, charsets, quotes
+from maildesk.mail.addresses import Address
+from maildesk.mail.attachments import (
+    Attachment,
+    as_bytes,
+    forwarded_name,
+    message_bytes,
+    name_attachments,
+    safe_call,
+    safe_filename,
+)
+from maildesk.mail.htmltext import html_to_text
+
+SYNTHETIC_ID_DOMAIN = "maildesk.invalid"
+_MAX_DEPTH = 40
+_HEADER_LINE = re.compile(rb"^[!-9;-~]+[ \t]*:")
+_MBOX_FROM = re.compile(rb"^From [^\r\n]*\r?\n")
+_USABLE_HEADERS = {
+    "from", "sender", "reply-to", "return-path", "to", "cc", "bcc",
+    "delivered-to", "x-original-to", "envelope-to", "subject", "date",
+    "message-id", "in-reply-to", "references",
+}  # fmt: skip
+
+
+@dataclass(frozen=True, eq=False)
+class ParsedMail:
+    """Everything maildesk needs from one message; ``defects`` says what was wrong."""
+
+    sender: Address
+    to: list[Address]
+    cc: list[Address]
+    reply_to: list[Address]
+    subject: str
+    date: datetime | None
+    message_id: str
+    message_id_synthesized: bool
+    in_reply_to: list[str]
+    references: list[str]
+    text: str
+    html: str | None
+    new_text: str
+    attachments: list[Attachment]
+    defects: list[str]
+    headers: list[tuple[str, str]]
+    message: email.message.Message = field(repr=False)
+
+
+__all__ = [
+    "Address",
+    "Attachment",
+    "ParsedMail",
+    "extract_ids",
+    "html_to_text",
+    "message_bytes",
+    "parse",
+    "safe_filename",
+    "unusable_reason",
+]
+
+
+def parse(raw: bytes) -> ParsedMail:
+    """Parse one message; never raises."""
+    data = as_bytes(raw).replace(b"\r\n", b"\n")
+    try:
+        return _parse(data)
+    except Exception as exc:  # last line of defence
+        return _fallback(data, exc)
+
+
+def unusable_reason(raw: bytes) -> str | None:
+    """Why ``raw`` is not an RFC 5322 message, or None if it looks like one."""
+    data = as_bytes(raw)
+    if not data.strip():
+        return "empty input"
+    data = _MBOX_FROM.sub(b"", data.lstrip(b"\r\n \t"), count=1)
+    if not _HEADER_LINE.match(data):
+        return "no header section: the first line is not a 'Name: value' header"
+    head = re.split(rb"\r?\n\r?\n", data, maxsplit=1)[0]
+    if b"\x00" in head:
+        return "binary data in the header section"
+    names = {
+        m.group(1).decode("ascii").lower()
+        for m in re.finditer(rb"^([!-9;-~]+)[ \t]*:", head, re.MULTILINE)
+    }
+    if not names & _USABLE_HEADERS and not any(n.startswith("resent-") for n in names):
+        return "no From/To/Subject/Date/Message-ID header of any kind"
+    return None
+
+
+def extract_ids(value: str) -> list[str]:
+    """Message ids in ``value``, with angle brackets, in order."""
+    if not value:
+        return []
+    text = str(value)
+    for _ in range(5):
+        text = re.sub(r"\([^()]*\)", " ", text)
+    ids = []
+    for match in re.finditer(r"<([^<>]*)>|([^\s<>,;()\"]+@[^\s<>,;()\"]+)", text):
+        inner = "".join((match.group(1) if match.group(1) is not None else match.group(2)).split())
+        if inner:
+            ids.append(f"<{inner}>")
+    return ids
+
+
+def _parse(data: bytes) -> ParsedMail:
+    message = email.parser.BytesParser(policy=email.policy.compat32).parsebytes(data)
+    defects: list[str] = []
+    hint = safe_call(message.get_content_charset)
+    headers = _decoded_headers(message, hint, defects)
+    first = _first_values(headers)
+    raw = addresses.address_fields(message, hint)
+
+    sender = addresses.sender(raw, defects)
+    to = addresses.addresses(raw.get("to", ""), "To", defects)
+    cc = addresses.addresses(raw.get("cc", ""), "Cc", defects)
+    reply_to = addresses.addresses(raw.get("reply-to", ""), "Reply-To", defects)
+    subject = " ".join(first.get("subject", "").split())
+    date = _date(first.get("date"), defects)
+    message_id, synthesized = _message_id(first.get("message-id", ""), data, defects)
+    in_reply_to = extract_ids(" ".join(v for n, v in headers if n.lower() == "in-reply-to"))
+    references = list(
+        dict.fromkeys(extract_ids(" ".join(v for n, v in headers if n.lower() == "references")))
+    )
+
+    body = _Body()
+    _walk(message, body, 0, defects)
+    html = "\n".join(body.html) if body.html else None
+    if body.plain:
+        text = "\n".join(body.plain)
+    elif html is not None:
+        text = html_to_text(html)
+    else:
+        text = ""
+    text = _clean_text(text)
+    return ParsedMail(
+        sender=sender,
+        to=to,
+        cc=cc,
+        reply_to=reply_to,
+        subject=subject,
+        date=date,
+        message_id=message_id,
+        message_id_synthesized=synthesized,
+        in_reply_to=in_reply_to,
+        references=references,
+        text=text,
+        html=html,
+        new_text=quotes.new_text(text),
+        attachments=name_attachments(body.parts),
+        defects=list(dict.fromkeys(defects)),
+        headers=headers,
+        message=message,
+    )
+
+
+def _fallback(data: bytes, exc: BaseException) -> ParsedMail:
+    try:
+        message = email.parser.BytesParser(policy=email.policy.compat32).parsebytes(
+            data, headersonly=True
+        )
+    except Exception:
+        message = email.message.Message()
+    text = _clean_text(charsets.decode_lenient(data, None))
+    return ParsedMail(
+        sender=Address("", ""),
+        to=[],
+        cc=[],
+        reply_to=[],
+        subject="",
+        date=None,
+        message_id=_synthetic_id(data),
+        message_id_synthesized=True,
+        in_reply_to=[],
+        references=[],
+        text=text,
+        html=None,
+        new_text=text,
+        attachments=[],
+        defects=[f"message could not be parsed ({type(exc).__name__}); kept as text"],
+        headers=[],
+        message=message,
+    )
+
+
+def _decoded_headers(
+    message: email.message.Message, hint: str | None, defects: list[str]
+) -> list[tuple[str, str]]:
+    pairs = []
+    for name, value in message.raw_items():
+        name = str(name).encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+        text, found = charsets.header_text(value, hint=hint)
+        defects.extend(f"{name}: {d}" for d in found)
+        pairs.append((name, text))
+    return pairs
+
+
+def _first_values(headers: list[tuple[str, str]]) -> dict[str, str]:
+    first: dict[str, str] = {}
+    for name, value in headers:
+        first.setdefault(name.lower(), value)
+    return first
+
+
+# --- date and ids ----------------------------------------------------------
+
+
+def _date(value: str | None, defects: list[str]) -> datetime | None:
+    if value is None:
+        defects.append("no Date header")
+        return None
+    text = " ".join(value.split())
+    text = re.sub(r"\b(?:GMT|UTC|UT)\s*([+-]\d{2}):?(\d{2})\b", r"\1\2", text)
+    text = re.sub(r"([+-]\d{2}):(\d{2})\b(?!:)", r"\1\2", text)
+    parsed = None
+    try:
+        parsed = email.utils.parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        parsed = _loose_date(value.strip())
+    if parsed is None:
+        defects.append(f"unparseable Date {value.strip()!r}")
+        return None
+    if parsed.tzinfo is None:
+        defects.append("Date has no time zone; assumed UTC")
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed
+
+
+_LOOSE_FORMATS = (
+    "%d.%m.%Y %H:%M:%S",
+    "%d.%m.%Y %H:%M",
+    "%Y-%m-%d %H:%M:%S %z",
+    "%Y-%m-%d %H:%M:%S",
+    "%Y/%m/%d %H:%M:%S",
+    "%d/%m/%Y %H:%M:%S",
+    "%a %b %d %H:%M:%S %Y",
+)
+
+
+def _loose_date(text: str) -> datetime | None:
+    try:
+        return datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        pass
+    for fmt in _LOOSE_FORMATS:
+        try:
+            return datetime.strptime(text, fmt)
+        except ValueError:
+            continue
+    return None
+
+
+def _message_id(value: str, data: bytes, defects: list[str]) -> tuple[str, bool]:
+    ids = extract_ids(value)
+    if ids:
+        if not value.strip().startswith("<"):
+            defects.append(f"malformed Message-ID {value.strip()!r} normalised to {ids[0]}")
+        return ids[0], False
+    token = "".join(value.split())
+    if token and re.fullmatch(r"[!-;=?-~]{3,}", token):
+        defects.append(f"malformed Message-ID {token!r} normalised")
+        return f"<{token}>", False
+    defects.append(
+        "no usable Message-ID; synthesized one" if token else "no Message-ID; synthesized one"
+    )
+    return _synthetic_id(data), True
+
+
+def _synthetic_id(data: bytes) -> str:
+    return f"<{hashlib.sha256(data).hexdigest()[:32]}@{SYNTHETIC_ID_DOMAIN}>"
+
+
+# --- body ------------------------------------------------------------------
+
+
+@dataclass
+class _Body:
+    plain: list[str] = field(default_factory=list)
+    html: list[str] = field(default_factory=list)
+    parts: list[tuple[email.message.Message, str | None]] = field(default_factory=list)
+
+
+def _walk(part: email.message.Message, body: _Body, depth: int, defects: list[str]) -> None:
+    ctype = part.get_content_type()
+    for defect in getattr(part, "defects", []):
+        defects.append(f"MIME structure ({ctype}): {type(defect).__name__}")
+    if depth > _MAX_DEPTH:
+        defects.append("MIME nesting too deep; deeper parts ignored")
+        return
+    if ctype.startswith("message/"):
+        body.parts.append((part, forwarded_name(part) if ctype == "message/rfc822" else None))
+    elif part.is_multipart() and isinstance(part.get_payload(), list):
+        _walk_multipart(part, ctype, body, depth, defects)
+    elif _is_attachment(part, ctype):
+        body.parts.append((part, None))
+    else:
+        text = _part_text(part, defects)
+        (body.html if ctype == "text/html" else body.plain).append(text)
+
+
+def _walk_multipart(part, ctype: str, body: _Body, depth: int, defects: list[str]) -> None:
+    children = [p for p in part.get_payload() if isinstance(p, email.message.Message)]
+    if ctype != "multipart/alternative":
+        for child in children:
+            _walk(child, body, depth + 1, defects)
+        return
+    branches = []
+    for child in children:
+        branch = _Body()
+        _walk(child, branch, depth + 1, defects)
+        branches.append(branch)
+        body.parts.extend(branch.parts)
+    plain = next((b.plain for b in branches if any(t.strip() for t in b.plain)), [])
+    html = next((b.html for b in reversed(branches) if b.html), [])
+    body.plain.extend(plain)
+    body.html.extend(html)
+
+
+def _is_attachment(part: email.message.Message, ctype: str) -> bool:
+    disposition = part.get_content_disposition()
+    if disposition == "attachment":
+        return True
+    if ctype not in ("text/plain", "text/html") and not ctype.startswith("multipart/"):
+        return True
+    return disposition != "inline" and bool(safe_call(part.get_filename))
+
+
+def _part_text(part: email.message.Message, defects: list[str]) -> str:
+    payload = safe_call(part.get_payload, decode=True)
+    if not isinstance(payload, bytes):
+        payload = str(part.get_payload() or "").encode("utf-8", "surrogateescape")
+    label = safe_call(part.get_content_charset)
+    text, defect = charsets.decode(payload, label)
+    if defect:
+        defects.append(f"body ({part.get_content_type()}): {defect}")
+    return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
+def _clean_text(text: str) -> str:
+    text = text.replace("\r\n", "\n").replace("\r", "\n").replace("\x00", "")
+    lines = [line.rstrip() for line in text.split("\n")]
+    return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip("\n")
+

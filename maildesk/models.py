@@ -1,0 +1,249 @@
+"""The database tables, as SQLAlchemy 2 typed ORM models.
+
+Each class is one table; the Alembic migrations in ``maildesk/migrations``
+create exactly these (a test compares the two). Times are stored as
+timezone-aware UTC.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.types import TypeDecorator
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timezone-aware UTC datetime on every database (SQLite stores naive text)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the database")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+intpk = Annotated[int, mapped_column(Integer, primary_key=True, autoincrement=True)]
+timestamp = Annotated[datetime, mapped_column(UTCDateTime, default=utcnow)]
+optional_time = Annotated[datetime | None, mapped_column(UTCDateTime)]
+address = Annotated[str, mapped_column(String(320))]
+short = Annotated[str, mapped_column(String(64))]
+json_list = Annotated[list[Any], mapped_column(JSON, default=list)]
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+class Inbound(Base):
+    """The inbound spool: every raw message as it arrived, kept before anything else."""
+
+    __tablename__ = "inbound"
+
+    id: Mapped[intpk]
+    sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    raw: Mapped[bytes] = mapped_column(LargeBinary)
+    size: Mapped[int] = mapped_column(BigInteger)
+    source: Mapped[short]
+    envelope: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    notify: Mapped[bool] = mapped_column(Boolean, default=True)
+    received_at: Mapped[timestamp]
+    state: Mapped[str] = mapped_column(String(16), default="queued", index=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    error: Mapped[str | None] = mapped_column(Text)
+    processed_at: Mapped[optional_time]
+    ticket_id: Mapped[int | None] = mapped_column(ForeignKey("tickets.id"))
+    message_id: Mapped[str | None] = mapped_column(String(998))
+
+
+class Ticket(Base):
+    __tablename__ = "tickets"
+
+    id: Mapped[intpk]
+    subject: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16), default="new", index=True)
+    queue: Mapped[short]
+    priority: Mapped[str] = mapped_column(String(16), default="normal")
+    requester: Mapped[address]
+    requester_name: Mapped[str] = mapped_column(Text, default="")
+    assignee: Mapped[str | None] = mapped_column(String(320))
+    tags: Mapped[json_list]
+    support_address: Mapped[address]
+    linked_ticket_id: Mapped[int | None] = mapped_column(ForeignKey("tickets.id"))
+    created_at: Mapped[timestamp]
+    updated_at: Mapped[timestamp]
+    solved_at: Mapped[optional_time]
+    closed_at: Mapped[optional_time]
+
+    messages: Mapped[list[Message]] = relationship(
+        back_populates="ticket", order_by="Message.id", foreign_keys="Message.ticket_id"
+    )
+    participants: Mapped[list[Participant]] = relationship(order_by="Participant.id")
+    events: Mapped[list[TicketEvent]] = relationship(order_by="TicketEvent.id")
+
+
+class Message(Base):
+    """One mail on a ticket, inbound or outbound, with what threading needs."""
+
+    __tablename__ = "messages"
+
+    id: Mapped[intpk]
+    ticket_id: Mapped[int] = mapped_column(ForeignKey("tickets.id"), index=True)
+    inbound_id: Mapped[int | None] = mapped_column(ForeignKey("inbound.id"), unique=True)
+    direction: Mapped[str] = mapped_column(String(3))
+    kind: Mapped[str] = mapped_column(String(16))
+    message_id: Mapped[str] = mapped_column(String(998), unique=True)
+    in_reply_to: Mapped[json_list]
+    references: Mapped[json_list]
+    from_address: Mapped[address]
+    from_name: Mapped[str] = mapped_column(Text, default="")
+    to: Mapped[json_list]
+    cc: Mapped[json_list]
+    reply_to: Mapped[json_list]
+    subject: Mapped[str] = mapped_column(Text, default="")
+    date: Mapped[optional_time]
+    body_text: Mapped[str] = mapped_column(Text, default="")
+    body_html: Mapped[str | None] = mapped_column(Text)
+    new_text: Mapped[str] = mapped_column(Text, default="")
+    classification: Mapped[str] = mapped_column(String(16), default="normal")
+    classification_reason: Mapped[str] = mapped_column(Text, default="")
+    defects: Mapped[json_list]
+    created_at: Mapped[timestamp]
+
+    ticket: Mapped[Ticket] = relationship(back_populates="messages", foreign_keys=[ticket_id])
+    attachments: Mapped[list[Attachment]] = relationship(order_by="Attachment.id")
+
+
+class ThreadKey(Base):
+    """A Message-ID known to belong to a ticket's conversation.
+
+    Every id a message names (its own, In-Reply-To, References) becomes a key,
+    whether or not that message has arrived yet, so replies that arrive
+    before their parent still meet on one ticket.
+    """
+
+    __tablename__ = "thread_keys"
+
+    message_id: Mapped[str] = mapped_column(String(998), primary_key=True)
+    ticket_id: Mapped[int] = mapped_column(ForeignKey("tickets.id"), index=True)
+
+
+class Participant(Base):
+    __tablename__ = "participants"
+    __table_args__ = (UniqueConstraint("ticket_id", "address"),)
+
+    id: Mapped[intpk]
+    ticket_id: Mapped[int] = mapped_column(ForeignKey("tickets.id"))
+    address: Mapped[address]
+    name: Mapped[str] = mapped_column(Text, default="")
+    role: Mapped[str] = mapped_column(String(16))
+
+
+class Attachment(Base):
+    __tablename__ = "attachments"
+
+    id: Mapped[intpk]
+    message_id: Mapped[int] = mapped_column(ForeignKey("messages.id"), index=True)
+    filename: Mapped[str] = mapped_column(Text, default="")
+    safe_filename: Mapped[str] = mapped_column(Text)
+    content_type: Mapped[str] = mapped_column(String(255))
+    content_id: Mapped[str | None] = mapped_column(String(998))
+    inline: Mapped[bool] = mapped_column(Boolean, default=False)
+    size: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str] = mapped_column(String(64))
+    content: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class TicketEvent(Base):
+    """The audit log: every change to a ticket, who made it and why."""
+
+    __tablename__ = "ticket_events"
+
+    id: Mapped[intpk]
+    ticket_id: Mapped[int] = mapped_column(ForeignKey("tickets.id"), index=True)
+    at: Mapped[timestamp]
+    actor: Mapped[str] = mapped_column(String(320))
+    type: Mapped[short]
+    detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    reason: Mapped[str] = mapped_column(Text, default="")
+
+
+class Outbox(Base):
+    """Mail waiting to go out, written in the same transaction as its cause."""
+
+    __tablename__ = "outbox"
+    __table_args__ = (
+        Index("ix_outbox_due", "status", "next_attempt_at"),
+        Index("ix_outbox_recipient_created", "recipient", "created_at"),
+    )
+
+    id: Mapped[intpk]
+    ticket_id: Mapped[int | None] = mapped_column(ForeignKey("tickets.id"), index=True)
+    kind: Mapped[short]
+    to: Mapped[json_list]
+    recipient: Mapped[str | None] = mapped_column(String(320))
+    """The first of ``to``, lower-cased: what the per-recipient rate limit counts."""
+    subject: Mapped[str] = mapped_column(Text, default="")
+    message_id: Mapped[str] = mapped_column(String(998), unique=True)
+    raw: Mapped[bytes] = mapped_column(LargeBinary)
+    status: Mapped[str] = mapped_column(String(16), default="queued")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    reason: Mapped[str] = mapped_column(Text, default="")
+    """Why it was suppressed, or what the last failure was in words."""
+    next_attempt_at: Mapped[timestamp]
+    created_at: Mapped[timestamp]
+    sent_at: Mapped[optional_time]
+
+
+class ImapMailbox(Base):
+    """Where the IMAP poller is in each configured mailbox (by its config name)."""
+
+    __tablename__ = "imap_mailboxes"
+
+    name: Mapped[str] = mapped_column(String(200), primary_key=True)
+    uidvalidity: Mapped[int | None] = mapped_column(BigInteger)
+    last_uid: Mapped[int] = mapped_column(BigInteger, default=0)
+    skipped_uids: Mapped[json_list]
+    """UIDs the server could not deliver (FETCH errors): logged once, never retried in a loop."""
+    fetched: Mapped[int] = mapped_column(BigInteger, default=0)
+    deduplicated: Mapped[int] = mapped_column(BigInteger, default=0)
+    failed: Mapped[int] = mapped_column(BigInteger, default=0)
+    last_poll_at: Mapped[optional_time]
+    last_error: Mapped[str | None] = mapped_column(Text)

@@ -1,0 +1,142 @@
+"""The inbound spool: raw messages committed durably before anything else.
+
+Every way mail comes in (SMTP/LMTP, IMAP, ``maildesk ingest``) ends in
+``put()``, or ``put_many()`` for several messages in one commit (the SMTP
+listener's group commit, see receive/spool_writer.py); only after it returns
+may the sender be told "accepted". The same raw bytes offered twice are
+stored once (sha256 is unique). States:
+
+    queued ──process──> done
+       │                 
+       └──error──> failed ──retry──> queued
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import defer
+
+from maildesk.db import Database
+from maildesk.models import Inbound, utcnow
+
+QUEUED, DONE, FAILED = "queued", "done", "failed"
+
+
+@dataclass(frozen=True)
+class Spooled:
+    id: int
+    duplicate: bool
+
+
+@dataclass(frozen=True)
+class Item:
+    """One message to spool: its raw bytes and where it came from."""
+
+    raw: bytes
+    source: str
+    envelope: dict[str, Any] | None = None
+    notify: bool = True
+
+
+def put(
+    db: Database,
+    raw: bytes,
+    *,
+    source: str,
+    envelope: dict[str, Any] | None = None,
+    notify: bool = True,
+) -> Spooled:
+    """Commit ``raw`` to the spool; return its id (and whether it was already there)."""
+    [spooled] = put_many(db, [Item(raw, source, envelope, notify)])
+    return spooled
+
+
+def put_many(db: Database, items: Sequence[Item]) -> list[Spooled]:
+    """Commit every item in one transaction (one fsync); one result per item, in order.
+
+    All or nothing: if the commit fails, none of them is stored. Bytes
+    already spooled, or offered twice in ``items``, give the existing id
+    with ``duplicate=True``.
+    """
+    if not items:
+        return []
+    results = []
+    with db.session() as session:
+        for item in items:
+            digest = hashlib.sha256(item.raw).hexdigest()
+            row = {
+                "sha256": digest,
+                "raw": item.raw,
+                "size": len(item.raw),
+                "source": item.source,
+                "envelope": item.envelope or {},
+                "notify": item.notify,
+                "received_at": utcnow(),
+                "state": QUEUED,
+                "attempts": 0,
+            }
+            insert = _insert_for(db).values(row).on_conflict_do_nothing(index_elements=["sha256"])
+            new_id = session.scalar(insert.returning(Inbound.id))
+            if new_id is not None:
+                results.append(Spooled(new_id, duplicate=False))
+                continue
+            # Stored before, or earlier in this same transaction.
+            existing = session.scalar(select(Inbound.id).where(Inbound.sha256 == digest))
+            assert existing is not None, "conflicting row vanished"
+            results.append(Spooled(existing, duplicate=True))
+    return results
+
+
+def _insert_for(db: Database):  # noqa: ANN202 - the dialect's Insert, with on_conflict_do_nothing
+    module = sqlite if db.is_sqlite else postgresql
+    return module.insert(Inbound)
+
+
+def queued_ids(db: Database, limit: int = 100) -> list[int]:
+    """The oldest messages waiting to be processed."""
+    with db.session() as session:
+        query = select(Inbound.id).where(Inbound.state == QUEUED).order_by(Inbound.id).limit(limit)
+        return list(session.scalars(query))
+
+
+def mark_failed(db: Database, inbound_id: int, error: str) -> None:
+    with db.session() as session:
+        session.execute(
+            update(Inbound)
+            .where(Inbound.id == inbound_id)
+            .values(state=FAILED, error=error, attempts=Inbound.attempts + 1)
+        )
+
+
+def retry(db: Database, inbound_id: int) -> bool:
+    """Put a failed message back in the queue; False if there is no such failed message."""
+    with db.session() as session:
+        result = session.execute(
+            update(Inbound)
+            .where(Inbound.id == inbound_id, Inbound.state == FAILED)
+            .values(state=QUEUED)
+        )
+        return bool(result.rowcount)
+
+
+def list_inbound(db: Database, *, state: str | None = None, limit: int = 200) -> list[Inbound]:
+    with db.session() as session:
+        query = select(Inbound).options(defer(Inbound.raw)).order_by(Inbound.id.desc()).limit(limit)
+        if state:
+            query = query.where(Inbound.state == state)
+        rows = list(session.scalars(query))
+        for row in rows:
+            session.expunge(row)
+        return rows
+
+
+def counts(db: Database) -> dict[str, int]:
+    with db.session() as session:
+        rows = session.execute(select(Inbound.state, func.count()).group_by(Inbound.state))
+        return {state: count for state, count in rows}

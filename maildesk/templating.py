@@ -1,0 +1,113 @@
+"""Render the mail maildesk sends from Jinja2 templates.
+
+Every kind of mail (``ack``, ``agent_reply``, ...) is a folder with
+``subject.txt``, ``body.txt`` and ``body.html``. The built-in templates live in
+``maildesk/templates/LANG/KIND/``; an admin's override directory is searched
+first, most specific first::
+
+    OVERRIDES/QUEUE/LANG/KIND/   OVERRIDES/QUEUE/KIND/
+    OVERRIDES/LANG/KIND/         OVERRIDES/KIND/
+    built-in LANG/KIND/          built-in en/KIND/
+
+``LANG`` falls back from the most specific code to English: ``id-ID``, ``id``,
+``en``. Templates run in Jinja2's sandbox (an override cannot reach Python
+internals), undefined variables are errors (a typo fails the template test,
+not a customer's mail) and only the HTML part is autoescaped.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import structlog
+from jinja2 import FileSystemLoader, PrefixLoader, StrictUndefined, TemplateError, TemplateNotFound
+from jinja2.sandbox import SandboxedEnvironment
+
+log = structlog.get_logger(__name__)
+
+BUILTIN = Path(__file__).parent / "templates"
+KINDS = ("ack", "agent_reply", "update", "solved", "notification", "sla_reminder", "sla_breach")
+PARTS = ("subject.txt", "body.txt", "body.html")
+DEFAULT_LANGUAGE = "en"
+
+
+@dataclass(frozen=True)
+class Rendered:
+    subject: str
+    text: str
+    html: str
+
+
+def languages(language: str) -> list[str]:
+    """The fallback chain of a language code: ``id-ID`` -> ``id-ID``, ``id``, ``en``."""
+    parts = language.split("-")
+    chain = ["-".join(parts[:n]) for n in range(len(parts), 0, -1)]
+    return list(dict.fromkeys([*chain, DEFAULT_LANGUAGE]))
+
+
+class Renderer:
+    """Finds and renders templates; one per override directory (see ``renderer``)."""
+
+    def __init__(self, overrides: Path | None = None) -> None:
+        self.overrides = overrides
+        self.env = SandboxedEnvironment(
+            loader=PrefixLoader({
+                "builtin": FileSystemLoader(str(BUILTIN)),
+                **({"custom": FileSystemLoader(str(overrides))} if overrides is not None else {}),
+            }),
+            undefined=StrictUndefined,
+            autoescape=lambda name: bool(name and name.endswith(".html")),
+            keep_trailing_newline=True,
+            trim_blocks=True,
+            lstrip_blocks=True,
+        )
+
+    def candidates(self, kind: str, part: str, *, queue: str, language: str) -> list[str]:
+        """Template names to try, most specific first: ``custom/...`` overrides, then ``builtin/...``."""
+        names: list[str] = []
+        if self.overrides is not None:
+            if queue:
+                names += [f"custom/{queue}/{lang}/{kind}/{part}" for lang in languages(language)]
+                names.append(f"custom/{queue}/{kind}/{part}")
+            names += [f"custom/{lang}/{kind}/{part}" for lang in languages(language)]
+            names.append(f"custom/{kind}/{part}")
+        names += [f"builtin/{lang}/{kind}/{part}" for lang in languages(language)]
+        return list(dict.fromkeys(names))
+
+    def render(self, kind: str, context: dict[str, Any], *, queue: str = "", language: str = "en") -> Rendered:
+        if kind not in KINDS:
+            raise ValueError(f"unknown kind of mail {kind!r}; one of {', '.join(KINDS)}")
+        subject, text, html = (
+            self.env.select_template(self.candidates(kind, part, queue=queue, language=language)).render(context)
+            for part in PARTS
+        )
+        return Rendered(subject=" ".join(subject.split()), text=text, html=html)
+
+    def render_or_builtin(self, kind: str, context: dict[str, Any], *, queue: str = "", language: str = "en") -> Rendered:
+        """Like ``render``, but a broken override (syntax error, unknown variable) falls
+        back to the built-in template with an error in the log, instead of failing the
+        change that sends the mail."""
+        try:
+            return self.render(kind, context, queue=queue, language=language)
+        except TemplateError as exc:
+            if self.overrides is None:
+                raise
+            log.error("template override failed, using the built-in one", kind=kind, queue=queue, error=str(exc))
+            return renderer(None).render(kind, context, queue=queue, language=language)
+
+    def source_of(self, kind: str, part: str, *, queue: str = "", language: str = "en") -> str:
+        """Which file would be used (for tests and for an admin wondering why)."""
+        template = self.env.select_template(self.candidates(kind, part, queue=queue, language=language))
+        return template.filename or template.name or ""
+
+
+@lru_cache(maxsize=8)
+def renderer(overrides: Path | None = None) -> Renderer:
+    """A shared renderer per override directory (Jinja2 caches compiled templates in it)."""
+    return Renderer(overrides)
+
+
+__all__ = ["KINDS", "Rendered", "Renderer", "TemplateNotFound", "languages", "renderer"]

@@ -1,0 +1,210 @@
+"""The maildesk command as users and MTAs call it: exit codes and JSON contracts.
+
+`ingest` is run as a real subprocess for its exit codes (that is what Postfix's
+pipe and procmail see); the rest go through click's runner.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from maildesk.cli import main
+from tests.helpers import make_mail
+
+DATA = Path(__file__).parents[1] / "data"
+
+
+@pytest.fixture
+def config_file(tmp_path: Path, config_data: dict) -> Path:
+    lines = []
+    for section, values in config_data.items():
+        if isinstance(values, list):
+            for item in values:
+                lines.append(f"[[{section}]]")
+                lines += [f"{k} = {json.dumps(v)}" for k, v in item.items()]
+        else:
+            lines.append(f"[{section}]")
+            lines += [f"{k} = {json.dumps(v)}" for k, v in values.items()]
+    path = tmp_path / "maildesk.toml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def run(config_file: Path, *args: str, stdin: bytes = b"") -> subprocess.CompletedProcess[bytes]:
+    env = {**os.environ, "MAILDESK_CONFIG": str(config_file)}
+    return subprocess.run(
+        [sys.executable, "-m", "maildesk", *args], input=stdin, capture_output=True, env=env, timeout=60
+    )
+
+
+def cli(config_file: Path, *args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(main, ["-c", str(config_file), *args], catch_exceptions=False)
+    return result.exit_code, result.output
+
+
+def test_ingest_from_stdin_exits_0_and_opens_a_ticket(config_file: Path) -> None:
+    result = run(config_file, "ingest", stdin=make_mail(subject="From stdin"))
+    assert result.returncode == 0, result.stderr
+    code, out = cli(config_file, "tickets", "list", "--json")
+    tickets = json.loads(out)
+    assert [t["subject"] for t in tickets] == ["From stdin"]
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [b"", b"   \r\n\r\n", b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR binary garbage", b"just some words, no headers\n"],
+    ids=["empty", "blank", "binary", "no-headers"],
+)
+def test_ingest_of_unusable_input_exits_65_and_stores_nothing(config_file: Path, raw: bytes) -> None:
+    result = run(config_file, "ingest", stdin=raw)
+    assert result.returncode == 65
+    assert b"not accepted" in result.stderr and b"Traceback" not in result.stderr
+    code, out = cli(config_file, "inbound", "list", "--json")
+    assert json.loads(out) == []
+
+
+def test_ingest_exits_75_when_the_database_is_locked(tmp_path: Path) -> None:
+    database = tmp_path / "locked.db"
+    path = tmp_path / "locked.toml"
+    path.write_text(f'[database]\nurl = "sqlite:///{database}"\nbusy_timeout_seconds = 0.5\n')
+    assert run(path, "db", "upgrade").returncode == 0
+    holder = sqlite3.connect(database, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        result = run(path, "ingest", stdin=make_mail())
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert result.returncode == 75, result.stderr
+    assert b"database" in result.stderr and b"Traceback" not in result.stderr
+    assert run(path, "ingest", stdin=make_mail()).returncode == 0
+
+
+def test_ingest_exits_75_when_postgres_is_unreachable(tmp_path: Path) -> None:
+    path = tmp_path / "pg.toml"
+    path.write_text('[database]\nurl = "postgresql+psycopg://postgres@127.0.0.1:1/nowhere"\n')
+    result = run(path, "ingest", stdin=make_mail())
+    assert result.returncode == 75
+    assert b"database unavailable" in result.stderr and b"Traceback" not in result.stderr
+
+
+def test_ingest_files_and_a_maildir(config_file: Path, tmp_path: Path) -> None:
+    maildir = tmp_path / "Maildir"
+    for sub in ("new", "cur", "tmp"):
+        (maildir / sub).mkdir(parents=True)
+    (maildir / "new" / "1.eml").write_bytes(make_mail(subject="one", message_id="<m1@x.example>"))
+    (maildir / "cur" / "2.eml:2,S").write_bytes(make_mail(subject="two", message_id="<m2@x.example>"))
+    loose = tmp_path / "three.eml"
+    loose.write_bytes(make_mail(subject="three", message_id="<m3@x.example>"))
+
+    assert run(config_file, "ingest", "--maildir", str(maildir)).returncode == 0
+    assert run(config_file, "ingest", str(loose)).returncode == 0
+    assert run(config_file, "ingest", "--maildir", str(maildir)).returncode == 0  # again: nothing new
+    _, out = cli(config_file, "tickets", "list", "--json")
+    assert sorted(t["subject"] for t in json.loads(out)) == ["one", "three", "two"]
+
+
+def test_ingest_of_a_missing_file_is_a_clear_error(config_file: Path, tmp_path: Path) -> None:
+    result = run(config_file, "ingest", str(tmp_path / "nope.eml"))
+    assert result.returncode == 65 and b"nope.eml" in result.stderr and b"Traceback" not in result.stderr
+
+
+def test_tickets_json_contract(config_file: Path, tmp_path: Path) -> None:
+    first = make_mail(subject="Invoice wrong", message_id="<inv@x.example>", cc="bob@x.example")
+    run(config_file, "ingest", stdin=first)
+    run(config_file, "ingest", stdin=make_mail(subject="Re: Invoice wrong", in_reply_to="<inv@x.example>",
+                                                body="Any news?\n\nOn Mon, Alice wrote:\n> Invoice wrong\n"))
+    _, out = cli(config_file, "tickets", "list", "--json")
+    [summary] = json.loads(out)
+    assert set(summary) >= {"id", "subject", "status", "queue", "priority", "requester", "assignee", "tags",
+                            "created_at", "updated_at"}
+    assert summary["created_at"].endswith("+00:00")
+
+    _, out = cli(config_file, "tickets", "show", str(summary["id"]), "--json")
+    ticket = json.loads(out)
+    assert set(ticket) >= set(summary) | {"participants", "events", "messages"}
+    assert {p["address"] for p in ticket["participants"]} == {"alice@customer.example", "bob@x.example"}
+    reply = ticket["messages"][-1]  # [0] the first mail, then our acknowledgement
+    assert set(reply) >= {"id", "direction", "kind", "from", "to", "cc", "subject", "message_id", "date",
+                          "body_text", "new_text", "classification", "attachments"}
+    assert reply["message_id"].startswith("<") and reply["new_text"] == "Any news?"
+    assert reply["classification"]["class"] == "normal"
+
+
+def test_tickets_human_output_is_a_table(config_file: Path) -> None:
+    run(config_file, "ingest", stdin=make_mail(subject="Table me"))
+    code, out = cli(config_file, "tickets", "list")
+    assert code == 0
+    header, row = out.splitlines()[:2]
+    assert header.split()[:3] == ["ID", "STATUS", "QUEUE"] and "Table me" in row
+    code, out = cli(config_file, "tickets", "show", "1")
+    assert code == 0 and "#1 Table me" in out
+
+
+def test_show_of_a_missing_ticket_is_a_clear_error(config_file: Path) -> None:
+    code, out = cli(config_file, "tickets", "show", "42")
+    assert code == 1 and "no ticket #42" in out
+
+
+def test_inspect_json_contract_stores_nothing(config_file: Path) -> None:
+    path = DATA / "cli" / "inspect-me.eml"
+    code, out = cli(config_file, "inspect", str(path), "--json")
+    assert code == 0
+    data = json.loads(out)
+    assert set(data) >= {"from", "to", "cc", "reply_to", "subject", "date", "message_id", "in_reply_to",
+                         "references", "text", "html", "new_text", "attachments", "classification", "defects"}
+    assert data["from"] == {"name": "Zoë Müller", "address": "zoe@kunde.example"}
+    assert data["subject"] == "Rechnung für März"
+    assert data["classification"] == {"class": "normal", "reason": data["classification"]["reason"]}
+    [attachment] = data["attachments"]
+    assert attachment["filename"] == "Übersicht März.pdf"
+    assert attachment["size"] == 13 and len(attachment["sha256"]) == 64
+    code, out = cli(config_file, "inbound", "list", "--json")
+    assert json.loads(out) == []
+
+
+def test_inspect_human_output(config_file: Path) -> None:
+    code, out = cli(config_file, "inspect", str(DATA / "cli" / "inspect-me.eml"))
+    assert code == 0
+    assert "From:        Zoë Müller <zoe@kunde.example>" in out
+    assert "Übersicht März.pdf" in out
+
+
+def test_inbound_list_and_retry(config_file: Path) -> None:
+    run(config_file, "ingest", stdin=make_mail())
+    code, out = cli(config_file, "inbound", "list", "--json")
+    [row] = json.loads(out)
+    assert row["state"] == "done" and row["ticket_id"] == 1 and row["source"] == "cli"
+    code, out = cli(config_file, "inbound", "list", "--failed", "--json")
+    assert json.loads(out) == []
+    code, out = cli(config_file, "inbound", "retry", str(row["id"]))
+    assert code == 1 and "not a failed message" in out
+
+
+def test_a_bad_config_key_exits_2_naming_it(tmp_path: Path) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text("[smtp]\nportt = 25\n")
+    result = run(path, "tickets", "list")
+    assert result.returncode == 2
+    assert result.stderr.decode().strip() == f"maildesk: {path}: smtp.portt: unknown key"
+
+
+def test_check_config_prints_the_effective_config(config_file: Path) -> None:
+    code, out = cli(config_file, "check-config")
+    assert code == 0
+    assert json.loads(out)["addresses"][0]["address"] == "support@example.com"
+
+
+def test_db_current_and_upgrade(config_file: Path) -> None:
+    code, out = cli(config_file, "db", "upgrade")
+    assert code == 0 and "database at revision" in out
+    code, out = cli(config_file, "db", "current")
+    assert code == 0 and "up to date" in out

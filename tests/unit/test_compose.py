@@ -1,0 +1,156 @@
+"""compose: threading headers, loop guards, both parts, and no header injection."""
+
+from __future__ import annotations
+
+import base64
+import email
+from datetime import UTC, datetime, timedelta
+from email.policy import default
+
+import pytest
+
+from maildesk.mail import classify
+from maildesk.mail.compose import (
+    Outgoing,
+    clean,
+    compose,
+    new_message_id,
+    references_for,
+    thread_index,
+    thread_topic,
+)
+from maildesk.mail.parse import parse
+
+NOW = datetime(2026, 11, 2, 10, 0, tzinfo=UTC)
+
+
+def outgoing(**overrides: object) -> Outgoing:
+    values: dict[str, object] = {
+        "from_address": "support@example.com",
+        "from_name": "ACME Support",
+        "to": [("Alice Customer", "alice@customer.example")],
+        "subject": "[#7] We have received your request: Printer on fire",
+        "text": "Hello Alice,\n\nwe got it.\n",
+        "html": "<p>Hello Alice,</p><p>we got it.</p>",
+        "message_id": "<ack-7@desk.example.com>",
+        "date": NOW,
+        "in_reply_to": "<q2@customer.example>",
+        "references": ["<q1@customer.example>", "<q2@customer.example>"],
+        "auto_submitted": "auto-replied",
+        "bulk": True,
+        "loop": "support@example.com",
+    }
+    values.update(overrides)
+    return Outgoing(**values)  # type: ignore[arg-type]
+
+
+def reparsed(out: Outgoing) -> email.message.EmailMessage:
+    return email.message_from_bytes(compose(out).as_bytes(), policy=default)  # type: ignore[return-value]
+
+
+def test_an_acknowledgement_threads_and_carries_every_loop_guard() -> None:
+    mail = reparsed(outgoing())
+
+    assert str(mail["From"]) == "ACME Support <support@example.com>"
+    assert str(mail["To"]) == "Alice Customer <alice@customer.example>"
+    assert mail["Message-ID"] == "<ack-7@desk.example.com>"
+    assert mail["In-Reply-To"] == "<q2@customer.example>"
+    assert mail["References"].split() == ["<q1@customer.example>", "<q2@customer.example>"]
+    assert mail["Auto-Submitted"] == "auto-replied"
+    assert mail["Precedence"] == "bulk"
+    assert mail["X-Loop"] == "support@example.com"
+    assert mail["X-Auto-Response-Suppress"] == "All"
+    assert mail["Thread-Topic"] == "[#7] We have received your request: Printer on fire"
+    assert len(base64.b64decode(mail["Thread-Index"])) == 22
+
+
+def test_a_person_written_mail_has_no_auto_headers() -> None:
+    mail = reparsed(outgoing(auto_submitted=None, bulk=False))
+    assert mail["Auto-Submitted"] is None and mail["Precedence"] is None
+    assert mail["X-Auto-Response-Suppress"] == "All"  # still: no out-of-office for our mail
+
+
+def test_both_parts_are_there() -> None:
+    mail = reparsed(outgoing(text="Grüße aus Jakarta\n"))
+    assert mail.get_content_type() == "multipart/alternative"
+    assert mail.get_body(("plain",)).get_content().strip() == "Grüße aus Jakarta"
+    assert "<p>we got it.</p>" in mail.get_body(("html",)).get_content()
+    assert compose(outgoing(text="Grüße\n")).as_bytes().isascii()  # 7bit: any relay takes it
+
+
+@pytest.mark.parametrize(
+    ("subject", "name"),
+    [
+        ("Help\r\nBcc: evil@attacker.example", "Alice"),
+        ("Help", "Mallory\r\nBcc: evil@attacker.example"),
+        ("Help\nX-Injected: yes\r\n\r\nbody", "Mal\rlory\x00\n"),
+        # Python's email package decodes an encoded word it is given and writes its CR/LF as is.
+        ("Help =?utf-8?q?=0D=0ABcc:_evil@attacker.example?=", "Alice"),
+        ("Help", "=?utf-8?q?Mal=0D=0ABcc:_evil@attacker.example?="),
+        ("=?utf-8?b?PT91dGYtOD9xPz0wRD0wQUJjYzpfZXZpbEBhdHRhY2tlci5leGFtcGxlPz0=?=", "Alice"),
+    ],
+)
+def test_header_injection_in_subject_or_name_yields_one_safe_header(subject: str, name: str) -> None:
+    raw = compose(outgoing(subject=subject, to=[(name, "alice@customer.example")])).as_bytes()
+    mail = email.message_from_bytes(raw, policy=default)
+
+    assert "Bcc" not in mail and "X-Injected" not in mail
+    assert len(mail.get_all("Subject")) == 1 and len(mail.get_all("To")) == 1
+    assert [a.addr_spec for a in mail["To"].addresses] == ["alice@customer.example"]
+    header_block = raw.split(b"\r\n\r\n", 1)[0]
+    assert b"\r\nBcc:" not in header_block and b"\r\nX-Injected" not in header_block
+    assert "\r" not in str(mail["Subject"]) and "\n" not in str(mail["Subject"])
+
+
+def test_clean_turns_control_characters_into_single_spaces() -> None:
+    assert clean("a\r\nb\tc\x00d  e\n") == "a b c d e"
+
+
+def test_a_long_subject_is_folded_and_reads_back_whole() -> None:
+    subject = "[#7] " + " ".join(["word"] * 60)
+    raw = compose(outgoing(subject=subject)).as_bytes()
+    header_block = raw.split(b"\r\n\r\n", 1)[0]
+    assert max(len(line) for line in header_block.split(b"\r\n")) <= 78
+    assert parse(raw).subject == subject
+
+
+def test_a_bad_recipient_is_a_value_error_not_a_broken_mail() -> None:
+    with pytest.raises(ValueError, match="not an address"):
+        compose(outgoing(to=[("x", "no-at-sign")]))
+    with pytest.raises(ValueError, match="recipient"):
+        compose(outgoing(to=[]))
+
+
+def test_references_keep_the_root_and_the_newest() -> None:
+    parents = [f"<r{i}@x.example>" for i in range(30)]
+    chain = references_for("<parent@x.example>", parents)
+    assert len(chain) == 20 and chain[0] == "<r0@x.example>" and chain[-1] == "<parent@x.example>"
+    assert references_for("<p@x.example>", []) == ["<p@x.example>"]
+    assert references_for(None, []) == []
+
+
+def test_thread_index_is_a_child_of_the_customers_or_a_stable_root() -> None:
+    root = thread_index(None, "<root@x.example>", NOW)
+    assert len(base64.b64decode(root)) == 22
+    child = thread_index(root, "<ignored@x.example>", NOW + timedelta(hours=1))
+    assert base64.b64decode(child)[:22] == base64.b64decode(root) and len(base64.b64decode(child)) == 27
+    # The GUID part comes from the conversation's root id: every mail of a ticket shares it.
+    later = thread_index(None, "<root@x.example>", NOW + timedelta(days=1))
+    assert base64.b64decode(later)[6:] == base64.b64decode(root)[6:]
+    assert len(base64.b64decode(thread_index("not base64!", "<root@x.example>", NOW))) == 22
+
+
+def test_thread_topic_drops_reply_prefixes() -> None:
+    assert thread_topic("Re: AW: Fwd: Printer\r\n on fire") == "Printer on fire"
+
+
+def test_message_ids_are_ours_and_unique() -> None:
+    ids = {new_message_id("desk.example.com") for _ in range(100)}
+    assert len(ids) == 100 and all(i.startswith("<") and i.endswith("@desk.example.com>") for i in ids)
+
+
+def test_our_own_acknowledgement_coming_back_is_a_loop() -> None:
+    raw = compose(outgoing()).as_bytes()
+    verdict = classify.classify(parse(raw).message, "support@example.com",
+                                loop_ids=["support@example.com"], own_domains=["desk.example.com"])
+    assert verdict.kind == classify.LOOP

@@ -1,0 +1,96 @@
+"""process(): one transaction per message, idempotent, failures kept and retryable."""
+
+from __future__ import annotations
+
+import pytest
+
+from maildesk import process as pipeline
+from maildesk import spool
+from maildesk.models import Inbound
+from tests.helpers import Desk, make_mail
+
+
+def test_same_raw_bytes_twice_creates_nothing_new(desk: Desk) -> None:
+    raw = make_mail()
+    first = desk.ingest(raw)
+    second = desk.ingest(raw)
+
+    assert second.ticket_id == first.ticket_id
+    assert (desk.ticket_count(), desk.message_count()) == (1, 1)
+    assert spool.counts(desk.db) == {"done": 1}
+
+
+def test_processing_the_same_spooled_message_again_is_a_no_op(desk: Desk) -> None:
+    outcome = desk.ingest(make_mail())
+    again = pipeline.process(desk.db, desk.config, outcome.inbound_id)
+
+    assert again.state == "done" and again.detail == "already handled"
+    assert (desk.ticket_count(), desk.message_count()) == (1, 1)
+
+
+def test_same_message_id_with_other_bytes_is_stored_once(desk: Desk) -> None:
+    """The same mail reaching us twice (e.g. To support@ and Cc billing@) differs in its Received lines."""
+    raw = make_mail(message_id="<twice@customer.example>")
+    first = desk.ingest(b"Received: from a by b; Mon, 2 Nov 2026 09:00:00 +0000\r\n" + raw)
+    second = desk.ingest(b"Received: from c by d; Mon, 2 Nov 2026 09:00:01 +0000\r\n" + raw)
+
+    assert second.ticket_id == first.ticket_id and second.detail == "duplicate Message-ID"
+    assert (desk.ticket_count(), desk.message_count()) == (1, 1)
+
+
+def test_a_failing_message_is_kept_failed_and_the_next_one_is_processed(
+    desk: Desk, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_classify = pipeline.classify.classify
+
+    def classify_that_breaks_on_one_subject(message, sender, **kwargs):  # type: ignore[no-untyped-def]
+        if "poison" in str(message["Subject"]):
+            raise RuntimeError("boom while classifying")
+        return real_classify(message, sender, **kwargs)
+
+    monkeypatch.setattr(pipeline.classify, "classify", classify_that_breaks_on_one_subject)
+    bad = spool.put(desk.db, make_mail(subject="poison"), source="test")
+    good = spool.put(desk.db, make_mail(subject="fine"), source="test")
+    outcomes = pipeline.process_queued(desk.db, desk.config)
+
+    assert [o.state for o in outcomes] == ["failed", "done"]
+    failed = spool.list_inbound(desk.db, state="failed")
+    assert [row.id for row in failed] == [bad.id]
+    assert "boom while classifying" in (failed[0].error or "")
+    assert failed[0].attempts == 1
+    assert desk.ticket_count() == 1 and outcomes[1].inbound_id == good.id
+
+    monkeypatch.setattr(pipeline.classify, "classify", real_classify)
+    assert spool.retry(desk.db, bad.id)
+    retried = pipeline.process(desk.db, desk.config, bad.id)
+    assert retried.state == "done" and desk.ticket_count() == 2
+
+
+def test_a_failed_message_leaves_no_partial_rows(desk: Desk, monkeypatch: pytest.MonkeyPatch) -> None:
+    def fail_after_the_ticket_exists(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise RuntimeError("crash half-way")
+
+    monkeypatch.setattr(pipeline.threader, "remember_keys", fail_after_the_ticket_exists)
+    outcome = desk.ingest(make_mail())
+
+    assert outcome.state == "failed"
+    assert (desk.ticket_count(), desk.message_count()) == (0, 0)
+
+
+def test_retry_refuses_a_message_that_did_not_fail(desk: Desk) -> None:
+    outcome = desk.ingest(make_mail())
+    assert not spool.retry(desk.db, outcome.inbound_id)
+
+
+def test_unknown_inbound_id_is_reported_not_raised(desk: Desk) -> None:
+    assert pipeline.process(desk.db, desk.config, 12345).state == "missing"
+
+
+def test_spool_keeps_the_raw_bytes_and_envelope(desk: Desk) -> None:
+    raw = make_mail()
+    spooled = spool.put(desk.db, raw, source="smtp", envelope={"mail_from": "a@b", "rcpt_to": ["support@example.com"]})
+    with desk.db.session() as session:
+        row = session.get(Inbound, spooled.id)
+        assert row is not None
+        assert row.raw == raw and row.size == len(raw) and row.state == "queued"
+        assert row.envelope["rcpt_to"] == ["support@example.com"]

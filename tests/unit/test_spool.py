@@ -1,0 +1,46 @@
+"""The spool's write side: put_many commits several messages in one transaction,
+stores the same bytes once (also within one batch), and stores nothing when the
+transaction fails."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import select
+from sqlalchemy.exc import StatementError
+
+from maildesk import spool
+from maildesk.db import Database
+from maildesk.models import Inbound
+from tests.helpers import make_mail
+
+
+def test_put_many_stores_each_message_and_answers_in_order(db: Database) -> None:
+    first, second = make_mail(subject="one"), make_mail(subject="two")
+    results = spool.put_many(db, [spool.Item(first, "smtp", {"rcpt_to": ["support@example.com"]}),
+                                  spool.Item(second, "lmtp")])
+    assert [r.duplicate for r in results] == [False, False]
+    with db.session() as session:
+        stored = {row.id: (row.raw, row.source, row.envelope) for row in session.scalars(select(Inbound))}
+    assert stored == {results[0].id: (first, "smtp", {"rcpt_to": ["support@example.com"]}),
+                      results[1].id: (second, "lmtp", {})}
+
+
+def test_duplicates_within_one_batch_and_across_batches_are_stored_once(db: Database) -> None:
+    mail, other = make_mail(subject="twice"), make_mail(subject="once")
+    a, b, again = spool.put_many(db, [spool.Item(mail, "smtp"), spool.Item(other, "smtp"), spool.Item(mail, "smtp")])
+    assert (a.duplicate, b.duplicate, again) == (False, False, spool.Spooled(a.id, duplicate=True))
+    assert spool.put_many(db, [spool.Item(other, "imap")]) == [spool.Spooled(b.id, duplicate=True)]
+    assert spool.put(db, mail, source="ingest") == spool.Spooled(a.id, duplicate=True)
+    assert spool.counts(db) == {spool.QUEUED: 2}
+
+
+def test_a_failing_batch_stores_nothing(db: Database) -> None:
+    unstorable = {"rcpt_to": [object()]}  # not JSON: the transaction fails part-way
+    with pytest.raises((StatementError, TypeError), match="not JSON serializable"):  # per driver
+        spool.put_many(db, [spool.Item(make_mail(subject="fine"), "smtp"),
+                            spool.Item(make_mail(subject="bad"), "smtp", unstorable)])
+    assert spool.counts(db) == {}
+
+
+def test_put_many_of_nothing_is_nothing(db: Database) -> None:
+    assert spool.put_many(db, []) == []
