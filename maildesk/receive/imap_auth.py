@@ -16,6 +16,7 @@ from imapclient import IMAPClient
 
 from maildesk import credentials
 from maildesk.config import ImapConfig
+from maildesk.receive.imap_client import IdleSafeIMAPClient
 
 COMMAND_TIMEOUT_SECONDS = 30
 
@@ -31,7 +32,9 @@ def connect(box: ImapConfig) -> IMAPClient:
         context = ssl.create_default_context(cafile=box.tls_ca_file)
     except (OSError, ssl.SSLError) as exc:
         raise ImapLoginError(f"imap {box.name}: cannot use tls_ca_file {box.tls_ca_file}: {exc}") from None
-    client = IMAPClient(box.host, port, ssl=box.tls == "ssl", ssl_context=context, timeout=box.timeout_seconds)
+    client = IdleSafeIMAPClient(
+        box.host, port, ssl=box.tls == "ssl", ssl_context=context, timeout=box.timeout_seconds
+    )
     try:
         if box.tls == "starttls":
             client.starttls(context)
