@@ -14,21 +14,22 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from alembic import command
-from alembic.config import Config as AlembicConfig
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, inspect, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from maildesk.config import DatabaseConfig
 from maildesk.errors import TemporaryFailure
+from maildesk.migrations.head import HEAD_REVISION
+
+if TYPE_CHECKING:
+    from alembic.config import Config as AlembicConfig
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+VERSION_TABLE = "alembic_version"
 
 
 class Database:
@@ -87,38 +88,64 @@ class Database:
             raise
 
     # migrations -----------------------------------------------------------
+    # Alembic is imported only where it runs migrations or reads the scripts:
+    # it costs a command's start-up more than everything else maildesk loads.
 
     def alembic_config(self) -> AlembicConfig:
+        from alembic.config import Config as AlembicConfig
+
         cfg = AlembicConfig()
         cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
         cfg.attributes["engine"] = self.engine
         return cfg
 
     def current_revision(self) -> str | None:
-        with self.engine.connect() as connection:
-            return MigrationContext.configure(connection).get_current_revision()
+        """The revision the database is stamped with; None for a fresh one."""
+        revisions = self._stamped_revisions()
+        if len(revisions) > 1:
+            raise RuntimeError(f"{VERSION_TABLE} holds several revisions: {', '.join(revisions)}")
+        return revisions[0] if revisions else None
 
     def head_revision(self) -> str | None:
+        """The newest revision among the migration scripts, as Alembic reads them."""
+        from alembic.script import ScriptDirectory
+
         return ScriptDirectory.from_config(self.alembic_config()).get_current_head()
 
     def upgrade(self, revision: str = "head") -> None:
+        from alembic import command
+
         command.upgrade(self.alembic_config(), revision)
 
     def downgrade(self, revision: str) -> None:
+        from alembic import command
+
         command.downgrade(self.alembic_config(), revision)
 
     def ensure_schema(self) -> None:
-        """Bring the schema up to date when the config allows it."""
+        """Bring the schema up to date when the config allows it.
+
+        A schema already at ``HEAD_REVISION`` is recognised by reading the
+        version table, as Alembic would; Alembic itself is loaded only when
+        there is something to upgrade.
+        """
         if not self.config.auto_migrate:
             return
         try:
-            if self.current_revision() != self.head_revision():
+            if self._stamped_revisions() != (HEAD_REVISION,):
                 self.upgrade()
         except OperationalError as exc:
             raise TemporaryFailure(f"database unavailable: {_first_line(exc)}") from exc
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+    def _stamped_revisions(self) -> tuple[str, ...]:
+        """The rows of Alembic's version table; none when it does not exist yet."""
+        with self.engine.connect() as connection:
+            if not inspect(connection).has_table(VERSION_TABLE):
+                return ()
+            return tuple(connection.execute(text(f"SELECT version_num FROM {VERSION_TABLE}")).scalars())
 
 
 def _first_line(exc: BaseException) -> str:

@@ -11,7 +11,6 @@ from sqlalchemy import select
 
 from maildesk import present, spool
 from maildesk.cli import EX_OK, App, emit_json, table, temporary_failures_exit
-from maildesk.process import process
 
 # -- inbound spool ------------------------------------------------------------
 
@@ -41,6 +40,8 @@ def inbound_list(app: App, failed: bool, state: str | None, as_json: bool) -> No
 @click.pass_obj
 def inbound_retry(app: App, inbound_ids: tuple[int, ...]) -> None:
     """Queue failed messages again and process them now."""
+    from maildesk.process import process
+
     status = EX_OK
     with temporary_failures_exit():
         for inbound_id in inbound_ids:

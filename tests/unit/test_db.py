@@ -2,13 +2,70 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import inspect
 
 from maildesk.config import DatabaseConfig
-from maildesk.db import Database, open_database
+from maildesk.db import MIGRATIONS_DIR, Database, open_database
+from maildesk.migrations.head import HEAD_REVISION
 from maildesk.models import Base
+
+
+def test_head_revision_constant_names_the_newest_migration() -> None:
+    # Start-up trusts HEAD_REVISION instead of loading Alembic: a new
+    # migration must update it, or databases would never be upgraded.
+    assert HEAD_REVISION == ScriptDirectory(str(MIGRATIONS_DIR)).get_current_head()
+
+
+def test_current_revision_of_a_fresh_database_is_none(database_url: str) -> None:
+    database = Database(DatabaseConfig(url=database_url))
+    try:
+        assert database.current_revision() is None
+        assert database.head_revision() == HEAD_REVISION
+    finally:
+        database.dispose()
+
+
+def test_a_database_behind_head_is_upgraded_on_first_use(database_url: str) -> None:
+    database = Database(DatabaseConfig(url=database_url))
+    try:
+        database.upgrade("0001")
+        assert database.current_revision() == "0001"
+        database.ensure_schema()
+        assert database.current_revision() == HEAD_REVISION
+        assert "recipient" in {c["name"] for c in inspect(database.engine).get_columns("outbox")}
+    finally:
+        database.dispose()
+
+
+def test_auto_migrate_off_leaves_the_schema_alone(database_url: str) -> None:
+    database = open_database(DatabaseConfig(url=database_url, auto_migrate=False))
+    try:
+        assert database.current_revision() is None
+    finally:
+        database.dispose()
+
+
+def test_opening_a_current_database_does_not_load_alembic(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'x.db'}"
+    open_database(DatabaseConfig(url=url)).dispose()
+    script = (
+        "import sys\n"
+        "from maildesk.config import DatabaseConfig\n"
+        "from maildesk.db import open_database\n"
+        f"open_database(DatabaseConfig(url={url!r})).dispose()\n"
+        "import maildesk.cli\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('alembic', 'mako')))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
 
 
 def test_fresh_database_is_migrated_on_first_use(database_url: str) -> None:
