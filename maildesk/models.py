@@ -3,6 +3,10 @@
 Each class is one table; the Alembic migrations in ``maildesk/migrations``
 create exactly these (a test compares the two). Times are stored as
 timezone-aware UTC.
+
+``append_row`` / ``append_rows`` write rows that are only ever appended
+(messages, events, thread keys...) with one prepared INSERT, bypassing the
+ORM's unit of work, which costs several times the INSERT itself.
 """
 
 from __future__ import annotations
@@ -24,7 +28,8 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
 )
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy import Insert, insert
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
 
 
@@ -247,3 +252,29 @@ class ImapMailbox(Base):
     failed: Mapped[int] = mapped_column(BigInteger, default=0)
     last_poll_at: Mapped[optional_time]
     last_error: Mapped[str | None] = mapped_column(Text)
+
+
+# -- appending rows without the unit of work -----------------------------------
+
+_INSERTS: dict[tuple[type[Base], bool], Insert] = {}
+
+
+def _insert(model: type[Base], *, returning_id: bool) -> Insert:
+    """One INSERT per table, built once, so SQLAlchemy's statement cache always hits."""
+    key = (model, returning_id)
+    if key not in _INSERTS:
+        table = model.__table__
+        _INSERTS[key] = insert(table).returning(table.c.id) if returning_id else insert(table)
+    return _INSERTS[key]
+
+
+def append_row(session: Session, model: type[Base], values: dict[str, Any]) -> int:
+    """INSERT one row of ``model`` now; return its new id."""
+    new_id = session.connection().execute(_insert(model, returning_id=True), values).scalar_one()
+    return int(new_id)
+
+
+def append_rows(session: Session, model: type[Base], rows: list[dict[str, Any]]) -> None:
+    """INSERT ``rows`` of ``model`` now (all with the same keys), as one executemany."""
+    if rows:
+        session.connection().execute(_insert(model, returning_id=False), rows)

@@ -67,7 +67,9 @@ def put_many(db: Database, items: Sequence[Item]) -> list[Spooled]:
     if not items:
         return []
     results = []
+    insert = _insert_for(db)
     with db.session() as session:
+        connection = session.connection()
         for item in items:
             digest = hashlib.sha256(item.raw).hexdigest()
             row = {
@@ -81,8 +83,7 @@ def put_many(db: Database, items: Sequence[Item]) -> list[Spooled]:
                 "state": QUEUED,
                 "attempts": 0,
             }
-            insert = _insert_for(db).values(row).on_conflict_do_nothing(index_elements=["sha256"])
-            new_id = session.scalar(insert.returning(Inbound.id))
+            new_id = connection.execute(insert, row).scalar()
             if new_id is not None:
                 results.append(Spooled(new_id, duplicate=False))
                 continue
@@ -93,9 +94,11 @@ def put_many(db: Database, items: Sequence[Item]) -> list[Spooled]:
     return results
 
 
-def _insert_for(db: Database):  # noqa: ANN202 - the dialect's Insert, with on_conflict_do_nothing
+def _insert_for(db: Database):  # noqa: ANN202 - the dialect's Insert
+    """INSERT ... ON CONFLICT (sha256) DO NOTHING RETURNING id, in the database's own dialect."""
     module = sqlite if db.is_sqlite else postgresql
-    return module.insert(Inbound)
+    table = Inbound.__table__
+    return module.insert(table).on_conflict_do_nothing(index_elements=["sha256"]).returning(table.c.id)
 
 
 def queued_ids(db: Database, limit: int = 100) -> list[int]:

@@ -34,7 +34,7 @@ from maildesk.desk.tickets import Person, record_event
 from maildesk.mail.classify import NORMAL, is_robot_address
 from maildesk.mail.compose import Outgoing, compose, new_message_id, references_for
 from maildesk.mail.quotes import REPLY_ABOVE_MARKER
-from maildesk.models import Message, Outbox, Ticket
+from maildesk.models import Message, Outbox, Ticket, append_row
 from maildesk.templating import renderer
 
 QUEUED, SENT, FAILED, SUPPRESSED = "queued", "sent", "failed", "suppressed"
@@ -145,7 +145,10 @@ def enqueue(
     parent_thread_index: str | None = None,
     **variables: Any,
 ) -> Outbox:
-    """Render, compose and write one outbox row (``queued`` or ``suppressed``)."""
+    """Render, compose and write one outbox row (``queued`` or ``suppressed``).
+
+    Returns a copy of the row for reading, outside the session.
+    """
     served = served_address(config, ticket)
     rendered = renderer(config.outbound.templates).render_or_builtin(
         kind, context(config, ticket, served, **variables), queue=ticket.queue, language=served.language
@@ -168,19 +171,18 @@ def enqueue(
             )).as_bytes()
         except ValueError as exc:
             reason = str(exc)
-    row = Outbox(
+    values: dict[str, Any] = dict(
         ticket_id=ticket.id, kind=kind, to=[p.address for p in to], recipient=to[0].address.lower()[:320],
         subject=subject, message_id=message_id, raw=raw, status=SUPPRESSED if reason else QUEUED,
         attempts=0, reason=reason, next_attempt_at=now, created_at=now,
     )
-    session.add(row)
-    session.flush()
+    row = Outbox(id=append_row(session, Outbox, values), **values)
     recipients = ", ".join(p.address for p in to)
     if reason:
         record_event(session, ticket, "mail_suppressed", now=now, reason=f"{kind} to {recipients} not sent: {reason}",
                      outbox_id=row.id, kind=kind, to=row.to)
         return row
-    session.add(Message(
+    append_row(session, Message, dict(
         ticket_id=ticket.id, direction="out", kind=MESSAGE_KIND.get(kind, "auto"), message_id=message_id,
         in_reply_to=[parent.message_id] if parent else [], references=references,
         from_address=served.address, from_name=served.display_name,
@@ -210,6 +212,8 @@ def _suppression(session: Session, config: Config, ticket: Ticket, kind: str, to
     if sent >= limits.per_recipient:
         return (f"rate limit: {sent} automatic mails to {to[0].address} in the last "
                 f"{limits.per_recipient_minutes:g} minutes (limit {limits.per_recipient})")
+    if kind == "ack":
+        return ""  # the first automatic mail of a ticket just opened: nothing on it to count yet
     since = now - timedelta(minutes=limits.per_ticket_minutes)
     sent = session.scalar(recent.where(Outbox.ticket_id == ticket.id, Outbox.created_at >= since)) or 0
     if sent >= limits.per_ticket:

@@ -22,10 +22,10 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from functools import lru_cache
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
-from maildesk.models import Participant, ThreadKey, Ticket
+from maildesk.models import Participant, ThreadKey, Ticket, append_rows
 
 
 @dataclass(frozen=True)
@@ -97,10 +97,14 @@ def find_thread(
     return replace(match, claimed_keys=frozenset(claimed))
 
 
+_CLAIMED_KEYS = select(ThreadKey.message_id, ThreadKey.ticket_id).where(
+    ThreadKey.message_id.in_(bindparam("keys", expanding=True))
+)
+
+
 def _claimed_keys(session: Session, keys: list[str]) -> dict[str, int]:
     """Which of ``keys`` already belong to a ticket, and to which."""
-    query = select(ThreadKey.message_id, ThreadKey.ticket_id).where(ThreadKey.message_id.in_(keys))
-    return {key: ticket_id for key, ticket_id in session.execute(query)}
+    return {key: ticket_id for key, ticket_id in session.connection().execute(_CLAIMED_KEYS, {"keys": keys})}
 
 
 def _match_by_ids(
@@ -160,7 +164,5 @@ def remember_keys(
         taken = set(session.scalars(select(ThreadKey.message_id).where(ThreadKey.message_id.in_(keys))))
     else:
         taken = set(claimed)
-    for key in keys:
-        if key not in taken:
-            session.add(ThreadKey(message_id=key, ticket_id=ticket_id))
-            taken.add(key)
+    new = [key for key in dict.fromkeys(keys) if key not in taken]
+    append_rows(session, ThreadKey, [{"message_id": key, "ticket_id": ticket_id} for key in new])
