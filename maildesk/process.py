@@ -5,18 +5,26 @@ row done. A crash anywhere rolls everything back and the row is simply
 processed again; a message already stored (same Message-ID) is recognised
 and not stored twice. An exception marks the row ``failed`` with its error,
 for ``maildesk inbound retry``; it never stops the next message.
+
+``process_many`` does the same for several messages in one transaction, each
+in a savepoint of its own, so a bulk import (``maildesk ingest --maildir``)
+pays for one commit per batch instead of one per message. A message that
+fails rolls back to its savepoint alone. The daemon processes one message
+per transaction: on PostgreSQL a batch would hold the threading lock for
+all its messages and keep the other daemons from working in parallel.
 """
 
 from __future__ import annotations
 
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import structlog
-from sqlalchemy import select, text
+from sqlalchemy import bindparam, select, text, update
+from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session
 
 from maildesk import spool
@@ -38,6 +46,20 @@ Clock = Callable[[], datetime]
 _THREADING_LOCK = 0x6D61696C
 
 
+# Statements built once: SQLAlchemy then finds them compiled in its cache every time.
+_CLAIM = (
+    select(Inbound.id, Inbound.state, Inbound.ticket_id, Inbound.raw, Inbound.envelope, Inbound.notify)
+    .where(Inbound.id == bindparam("inbound_id"))
+    .with_for_update(skip_locked=True)
+)
+_STORED_ON = select(Message.ticket_id).where(Message.message_id == bindparam("message_id"))
+_MARK_DONE = (
+    update(Inbound.__table__).where(Inbound.__table__.c.id == bindparam("inbound_id"))
+    .values(state=spool.DONE, error=None, processed_at=bindparam("processed_at"),
+            ticket_id=bindparam("ticket_id"), message_id=bindparam("message_id"))
+)
+
+
 @dataclass(frozen=True)
 class Outcome:
     inbound_id: int
@@ -47,37 +69,87 @@ class Outcome:
     detail: str = ""
 
 
+@dataclass(frozen=True)
+class _Spooled:
+    """The spool row's columns that processing reads."""
+
+    id: int
+    state: str
+    ticket_id: int | None
+    raw: bytes
+    envelope: dict[str, Any]
+    notify: bool
+
+
 def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
 def process(db: Database, config: Config, inbound_id: int, *, clock: Clock = utc_now) -> Outcome:
     """Process one spooled message; safe to call again for the same id."""
-    bound = log.bind(inbound_id=inbound_id)
+    [outcome] = process_many(db, config, [inbound_id], clock=clock)
+    return outcome
+
+
+def process_many(
+    db: Database, config: Config, inbound_ids: Sequence[int], *, clock: Clock = utc_now
+) -> list[Outcome]:
+    """Process several spooled messages in one transaction, in order; one outcome each.
+
+    Raises TemporaryFailure (nothing is committed) when the database is
+    unavailable. Should the commit itself fail for another reason, the
+    messages are tried again one transaction each, so one cannot sink the rest.
+    """
     try:
         with db.session() as session:
-            inbound = session.get(Inbound, inbound_id, with_for_update={"skip_locked": True})
-            if inbound is None:
-                exists = session.scalar(select(Inbound.id).where(Inbound.id == inbound_id))
-                if exists is not None:
-                    return Outcome(inbound_id, "busy", detail="another worker has it")
-                return Outcome(inbound_id, "missing", detail="no such spooled message")
-            if inbound.state != spool.QUEUED:
-                return Outcome(inbound_id, inbound.state, inbound.ticket_id, detail="already handled")
-            with session.no_autoflush:
-                outcome = _apply(session, config, inbound, clock(), bound)
-            inbound.state = spool.DONE
-            inbound.processed_at = clock()
-            inbound.error = None
-            inbound.ticket_id = outcome.ticket_id
-            return outcome
+            return [_process_one(session, config, inbound_id, clock) for inbound_id in inbound_ids]
     except TemporaryFailure:
         raise
+    except Exception:  # noqa: BLE001 - the commit failed: find the culprit one by one
+        if len(inbound_ids) == 1:
+            raise
+        log.warning("batch commit failed, processing one by one", count=len(inbound_ids))
+        return [outcome for inbound_id in inbound_ids for outcome in process_many(db, config, [inbound_id],
+                                                                                    clock=clock)]
+
+
+def _process_one(session: Session, config: Config, inbound_id: int, clock: Clock) -> Outcome:
+    bound = log.bind(inbound_id=inbound_id)
+    row = session.connection().execute(_CLAIM, {"inbound_id": inbound_id}).first()
+    if row is None:
+        exists = session.scalar(select(Inbound.id).where(Inbound.id == inbound_id))
+        if exists is not None:
+            return Outcome(inbound_id, "busy", detail="another worker has it")
+        return Outcome(inbound_id, "missing", detail="no such spooled message")
+    inbound = _Spooled(*row)
+    if inbound.state != spool.QUEUED:
+        return Outcome(inbound_id, inbound.state, inbound.ticket_id, detail="already handled")
+    try:
+        with session.begin_nested(), session.no_autoflush:
+            outcome, message_id = _apply(session, config, inbound, clock(), bound)
+            session.flush()
+    except (OperationalError, TemporaryFailure):
+        raise
+    except DBAPIError as exc:
+        if exc.connection_invalidated:
+            raise
+        return _failed(session, inbound_id, exc, bound)
     except Exception as exc:  # noqa: BLE001 - any bug in one message must not stop the rest
-        error = "".join(traceback.format_exception_only(exc)).strip()
-        bound.error("processing failed", error=error, traceback=traceback.format_exc())
-        spool.mark_failed(db, inbound_id, error)
-        return Outcome(inbound_id, spool.FAILED, detail=error)
+        return _failed(session, inbound_id, exc, bound)
+    session.connection().execute(_MARK_DONE, {
+        "inbound_id": inbound_id, "processed_at": clock(), "ticket_id": outcome.ticket_id, "message_id": message_id,
+    })
+    return outcome
+
+
+def _failed(session: Session, inbound_id: int, exc: Exception, log: Any) -> Outcome:
+    error = "".join(traceback.format_exception_only(exc)).strip()
+    log.error("processing failed", error=error, traceback=traceback.format_exc())
+    session.execute(
+        update(Inbound).where(Inbound.id == inbound_id)
+        .values(state=spool.FAILED, error=error, attempts=Inbound.attempts + 1)
+    )
+    return Outcome(inbound_id, spool.FAILED, detail=error)
 
 
 def process_queued(db: Database, config: Config, *, clock: Clock = utc_now, limit: int | None = None) -> list[Outcome]:
@@ -95,17 +167,18 @@ def process_queued(db: Database, config: Config, *, clock: Clock = utc_now, limi
     return outcomes
 
 
-def _apply(session: Session, config: Config, inbound: Inbound, now: datetime, log: Any) -> Outcome:
+def _apply(session: Session, config: Config, inbound: _Spooled, now: datetime, log: Any) -> tuple[Outcome, str]:
+    """Parse the message and apply it to its ticket; the outcome and the Message-ID it was read with."""
     parsed = parse(inbound.raw)
-    inbound.message_id = parsed.message_id[:998]
+    message_id = parsed.message_id[:998]
     log = log.bind(message_id=parsed.message_id)
     if session.get_bind().dialect.name == "postgresql":
         session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _THREADING_LOCK})
 
-    stored_on = session.scalar(select(Message.ticket_id).where(Message.message_id == parsed.message_id))
+    stored_on = session.connection().execute(_STORED_ON, {"message_id": message_id}).scalar()
     if stored_on is not None:
         log.info("duplicate message", ticket_id=stored_on)
-        return Outcome(inbound.id, spool.DONE, stored_on, detail="duplicate Message-ID")
+        return Outcome(inbound.id, spool.DONE, stored_on, detail="duplicate Message-ID"), message_id
 
     verdict = classify.classify(
         parsed.message,
@@ -131,7 +204,7 @@ def _apply(session: Session, config: Config, inbound: Inbound, now: datetime, lo
         match = threader.ThreadMatch(bounced.ticket, "bounce", reason="bounce of our own mail")
     if match.ticket is None and verdict.kind in (classify.LOOP, classify.BOUNCE):
         log.info("automated mail without a ticket dropped", classification=verdict.kind, reason=verdict.reason)
-        return Outcome(inbound.id, spool.DONE, None, detail=f"{verdict.kind}: {verdict.reason}")
+        return Outcome(inbound.id, spool.DONE, None, detail=f"{verdict.kind}: {verdict.reason}"), message_id
 
     created = match.ticket is None
     if created:
@@ -169,10 +242,10 @@ def _apply(session: Session, config: Config, inbound: Inbound, now: datetime, lo
         outbound.acknowledge(session, config, ticket, message, now=now,
                              thread_index=str(thread_index) if thread_index else None)
     log.info("message applied", ticket_id=ticket.id, created=created, via=match.via, classification=verdict.kind)
-    return Outcome(inbound.id, spool.DONE, ticket.id, created=created, detail=match.via)
+    return Outcome(inbound.id, spool.DONE, ticket.id, created=created, detail=match.via), message_id
 
 
-def _served_address(config: Config, inbound: Inbound, parsed: ParsedMail) -> AddressConfig:
+def _served_address(config: Config, inbound: _Spooled, parsed: ParsedMail) -> AddressConfig:
     """The support address this mail was for: the envelope first, then To/Cc."""
     candidates = list(inbound.envelope.get("rcpt_to", [])) + [a.address for a in [*parsed.to, *parsed.cc]]
     for address in candidates:

@@ -53,7 +53,7 @@ def ingest(app: App, files: tuple[str, ...], maildir: str | None, notify: bool, 
     Exits 0 when every message is accepted, 65 when one is not a mail at all,
     75 when the database is unavailable (the MTA should retry).
     """
-    from maildesk.process import process  # brings the desk logic and templates, which other commands skip
+    from maildesk.process import process_many  # brings the desk logic and templates, which other commands skip
 
     unusable = 0
     source = "maildir" if maildir else "cli"
@@ -70,9 +70,10 @@ def ingest(app: App, files: tuple[str, ...], maildir: str | None, notify: bool, 
             spooled = spool.put_many(app.db, [item for _, item in accepted])
             for (name, _), row in zip(accepted, spooled, strict=True):
                 log.info("accepted", inbound_id=row.id, file=name, duplicate=row.duplicate)
-                if not run_process:
-                    continue
-                outcome = process(app.db, app.config, row.id)
+            if not run_process:
+                continue
+            outcomes = process_many(app.db, app.config, [row.id for row in spooled])
+            for (name, _), outcome in zip(accepted, outcomes, strict=True):
                 if outcome.state == spool.FAILED:
                     click.echo(f"maildesk: {name}: accepted, processing failed: {outcome.detail}", err=True)
     if unusable:
@@ -80,7 +81,7 @@ def ingest(app: App, files: tuple[str, ...], maildir: str | None, notify: bool, 
 
 
 def _batches(items: Iterator[tuple[str, bytes]], size: int) -> Iterator[list[tuple[str, bytes]]]:
-    """Group inputs so a Maildir import costs one spool commit per ``size`` messages."""
+    """Group inputs so a Maildir import costs one spool commit and one processing commit per ``size`` messages."""
     batch: list[tuple[str, bytes]] = []
     for item in items:
         batch.append(item)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import pytest
 
 from maildesk import process as pipeline
@@ -94,3 +96,53 @@ def test_spool_keeps_the_raw_bytes_and_envelope(desk: Desk) -> None:
         assert row is not None
         assert row.raw == raw and row.size == len(raw) and row.state == "queued"
         assert row.envelope["rcpt_to"] == ["support@example.com"]
+
+
+def test_a_batch_keeps_every_good_message_when_one_in_the_middle_fails(
+    desk: Desk, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_remember_keys = pipeline.threader.remember_keys
+
+    def remember_keys_that_breaks_on_one_ticket(session, ticket_id, keys, **kwargs):  # type: ignore[no-untyped-def]
+        if any("poison" in key for key in keys):
+            raise RuntimeError("crash after the ticket and message rows were written")
+        return real_remember_keys(session, ticket_id, keys, **kwargs)
+
+    monkeypatch.setattr(pipeline.threader, "remember_keys", remember_keys_that_breaks_on_one_ticket)
+    ids = [
+        spool.put(desk.db, make_mail(subject=subject, message_id=f"<{subject}@customer.example>"), source="test",
+                  notify=False).id
+        for subject in ("first", "poison", "third")
+    ]
+    outcomes = pipeline.process_many(desk.db, desk.config, ids)
+
+    assert [o.state for o in outcomes] == ["done", "failed", "done"]
+    assert "crash after the ticket" in outcomes[1].detail
+    # The failed message's savepoint took its ticket and message with it; the others stay.
+    assert (desk.ticket_count(), desk.message_count()) == (2, 2)
+    assert {desk.ticket(o.ticket_id)["subject"] for o in outcomes if o.ticket_id} == {"first", "third"}
+    assert spool.counts(desk.db) == {"done": 2, "failed": 1}
+
+
+def test_a_batch_whose_commit_fails_is_processed_again_one_by_one(
+    desk: Desk, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Should the batch's commit itself fail, each message gets a transaction of its own."""
+    ids = [spool.put(desk.db, make_mail(subject=s), source="test").id for s in ("a", "b")]
+    real_session = desk.db.session
+    sessions = []
+
+    @contextmanager
+    def first_commit_fails():  # type: ignore[no-untyped-def]
+        with real_session() as session:
+            yield session
+            sessions.append(session)
+            if len(sessions) == 1:
+                raise RuntimeError("commit refused")
+
+    monkeypatch.setattr(desk.db, "session", first_commit_fails)
+    outcomes = pipeline.process_many(desk.db, desk.config, ids)
+
+    assert [o.state for o in outcomes] == ["done", "done"]
+    assert len(sessions) == 3  # the batch, then one each
+    assert desk.ticket_count() == 2 and spool.counts(desk.db) == {"done": 2}
