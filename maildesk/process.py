@@ -98,19 +98,23 @@ def process_many(
 
     Raises TemporaryFailure (nothing is committed) when the database is
     unavailable. Should the commit itself fail for another reason, the
-    messages are tried again one transaction each, so one cannot sink the rest.
+    messages are tried again one transaction each, so one cannot sink the rest,
+    and a message whose own commit fails is marked ``failed``.
     """
     try:
         with db.session() as session:
             return [_process_one(session, config, inbound_id, clock) for inbound_id in inbound_ids]
     except TemporaryFailure:
         raise
-    except Exception:  # noqa: BLE001 - the commit failed: find the culprit one by one
-        if len(inbound_ids) == 1:
-            raise
-        log.warning("batch commit failed, processing one by one", count=len(inbound_ids))
-        return [outcome for inbound_id in inbound_ids for outcome in process_many(db, config, [inbound_id],
-                                                                                    clock=clock)]
+    except Exception as exc:  # noqa: BLE001 - the commit failed: find the culprit one by one
+        if len(inbound_ids) > 1:
+            log.warning("batch commit failed, processing one by one", count=len(inbound_ids))
+            return [outcome for one in inbound_ids for outcome in process_many(db, config, [one], clock=clock)]
+        [inbound_id] = inbound_ids
+        error = "".join(traceback.format_exception_only(exc)).strip()
+        log.error("processing failed at commit", inbound_id=inbound_id, error=error, traceback=traceback.format_exc())
+        spool.mark_failed(db, inbound_id, error)
+        return [Outcome(inbound_id, spool.FAILED, detail=error)]
 
 
 def _process_one(session: Session, config: Config, inbound_id: int, clock: Clock) -> Outcome:

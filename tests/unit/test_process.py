@@ -146,3 +146,23 @@ def test_a_batch_whose_commit_fails_is_processed_again_one_by_one(
     assert [o.state for o in outcomes] == ["done", "done"]
     assert len(sessions) == 3  # the batch, then one each
     assert desk.ticket_count() == 2 and spool.counts(desk.db) == {"done": 2}
+
+
+def test_a_message_whose_own_commit_fails_is_marked_failed(desk: Desk, monkeypatch: pytest.MonkeyPatch) -> None:
+    inbound_id = spool.put(desk.db, make_mail(), source="test", notify=False).id
+    real_session = desk.db.session
+    calls = []
+
+    @contextmanager
+    def first_commit_fails():  # type: ignore[no-untyped-def]
+        with real_session() as session:
+            yield session
+            calls.append(session)
+            if len(calls) == 1:
+                raise RuntimeError("commit refused")
+
+    monkeypatch.setattr(desk.db, "session", first_commit_fails)
+    outcome = pipeline.process(desk.db, desk.config, inbound_id)
+
+    assert outcome.state == "failed" and "commit refused" in outcome.detail
+    assert spool.counts(desk.db) == {"failed": 1} and desk.ticket_count() == 0
