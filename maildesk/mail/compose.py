@@ -3,7 +3,15 @@
 Pure: values in, an ``EmailMessage`` out, no database and no network. Every
 header value that may come from a customer (their subject, their name) goes
 through ``clean()`` first, so a CR/LF in it can never start a header of its
-own; the email package then folds long values and encodes non-ASCII ones.
+own.
+
+Every new ticket gets an acknowledgement, so this runs once per mail ingested.
+The stdlib's header registry would parse each header when it is set and again
+when it is written (most of a millisecond per mail); instead each value is
+encoded here once, non-ASCII text as RFC 2047 encoded words, folded to 78
+columns, stored with ``set_raw`` and written as it is. The bodies are encoded
+the way ``EmailMessage.set_content`` encodes them: 7bit when they are ASCII
+with short lines, else quoted-printable or, when that is longer, base64.
 
 Threading: ``In-Reply-To`` names the customer's message, ``References`` its
 references plus its own id (RFC 5322 §3.6.4), and Outlook gets
@@ -17,22 +25,24 @@ from __future__ import annotations
 import base64
 import hashlib
 import re
+import secrets
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from email import quoprimime
 from email.header import decode_header, make_header
-from email.headerregistry import Address, HeaderRegistry
+from email.headerregistry import Address, BaseHeader, HeaderRegistry
 from email.message import EmailMessage
-from email.policy import SMTP
+from email.policy import EmailPolicy
 from email.utils import format_datetime, make_msgid
-
+from functools import lru_cache
+from itertools import accumulate
 
 
 class _HeaderClasses(HeaderRegistry):
     """The stdlib's header registry, building each header class once.
 
     ``HeaderRegistry`` creates a new class with ``type()`` for every header
-    it parses (twice per header: when it is set and when it is written);
-    the classes are the same every time, so keep them.
+    it parses; the classes are the same every time, so keep them.
     """
 
     def __init__(self) -> None:
@@ -47,8 +57,40 @@ class _HeaderClasses(HeaderRegistry):
         return built
 
 
+class _PreparedPolicy(EmailPolicy):
+    """SMTP's policy for headers compose() has already encoded and folded.
+
+    ``refold_source="none"`` writes them as they are. The generator looks up
+    each part's Content-Type and Content-Transfer-Encoding several times, and
+    parsing those is most of its cost; their values repeat from mail to mail
+    and header objects are immutable, so parsed ones are kept.
+    """
+
+    def header_fetch_parse(self, name: str, value: str) -> BaseHeader:
+        if hasattr(value, "name"):
+            return value  # type: ignore[return-value]
+        # Keyed by the factory: the generator swaps in a clone of the policy for each part.
+        return _parsed_header(self.header_factory, name, value)
+
+
+@lru_cache(maxsize=128)
+def _parsed_header(header_factory: HeaderRegistry, name: str, value: str) -> BaseHeader:
+    return header_factory(name, value.replace("\r", "").replace("\n", ""))
+
+
 # 7bit: any relay takes it, with or without 8BITMIME.
-POLICY = SMTP.clone(cte_type="7bit", header_factory=_HeaderClasses())
+POLICY = _PreparedPolicy(linesep="\r\n", cte_type="7bit", refold_source="none", header_factory=_HeaderClasses())
+_MAX_LINE = POLICY.max_line_length  # 78, RFC 5322 §2.1.1, for headers and bodies alike
+_ENCODED_WORD_LONGEST = 75  # RFC 2047 §2
+_ENCODED_WORD_FRAME = len("=?utf-8?q??=")
+_Q_CHAR_LONGEST = len("=F0=9F=98=80")  # a character of four UTF-8 bytes
+# RFC 2047 §5(3): the only characters a Q-encoded word in a display name may
+# carry as they are; the same set is safe in any other header.
+_Q_PLAIN = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789!*+-/")
+_Q_BYTE = [chr(b) if b in _Q_PLAIN else "_" if b == 0x20 else f"={b:02X}" for b in range(256)]
+_SURROGATE = re.compile(r"[\ud800-\udfff]")  # undecodable bytes, kept by surrogateescape
+_SPECIALS = frozenset('()<>@,:;.\\"[]')
+"""RFC 5322 §3.2.3: a display name with one of these is written as a quoted string."""
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
 _ENCODED_WORD = re.compile(r"=\?[^?\s]+\?[bBqQ]\?[^?\s]*\?=")
 MAX_REFERENCES = 20
@@ -163,29 +205,218 @@ def address(name: str, addr: str) -> Address:
 
 
 def compose(out: Outgoing) -> EmailMessage:
+    """The mail ``out`` describes; ValueError when it has no recipient or one is not an address."""
     if not out.to:
         raise ValueError("a mail needs at least one recipient")
     mail = EmailMessage(policy=POLICY)
-    mail["From"] = address(out.from_name, out.from_address)
-    mail["To"] = [address(name, addr) for name, addr in out.to]
-    mail["Subject"] = clean(out.subject)
-    mail["Date"] = format_datetime(out.date)
-    mail["Message-ID"] = out.message_id
+    mail.set_raw("From", _addresses("From", [address(out.from_name, out.from_address)]))
+    mail.set_raw("To", _addresses("To", [address(name, addr) for name, addr in out.to]))
+    mail.set_raw("Subject", _text("Subject", clean(out.subject)))
+    mail.set_raw("Date", format_datetime(out.date))
+    mail.set_raw("Message-ID", _text("Message-ID", clean(out.message_id), identifiers=True))
     if out.in_reply_to:
-        mail["In-Reply-To"] = clean(out.in_reply_to)
+        mail.set_raw("In-Reply-To", _text("In-Reply-To", clean(out.in_reply_to), identifiers=True))
     if out.references:
-        mail["References"] = " ".join(clean(r) for r in out.references)
-    mail["Thread-Topic"] = thread_topic(out.topic or out.subject)
+        mail.set_raw("References", _text("References", " ".join(clean(r) for r in out.references), identifiers=True))
+    mail.set_raw("Thread-Topic", _text("Thread-Topic", thread_topic(out.topic or out.subject)))
     root = out.references[0] if out.references else out.message_id
-    mail["Thread-Index"] = thread_index(out.parent_thread_index, root, out.date)
+    mail.set_raw("Thread-Index", thread_index(out.parent_thread_index, root, out.date))
     if out.auto_submitted:
-        mail["Auto-Submitted"] = out.auto_submitted
+        mail.set_raw("Auto-Submitted", _text("Auto-Submitted", clean(out.auto_submitted), identifiers=True))
     if out.bulk:
-        mail["Precedence"] = "bulk"
+        mail.set_raw("Precedence", "bulk")
     if out.loop:
-        mail["X-Loop"] = clean(out.loop)
-    mail["X-Auto-Response-Suppress"] = "All"
-    mail.set_content(out.text)
-    if out.html is not None:
-        mail.add_alternative(out.html, subtype="html")
+        mail.set_raw("X-Loop", _text("X-Loop", clean(out.loop)))
+    mail.set_raw("X-Auto-Response-Suppress", "All")
+    mail.set_raw("MIME-Version", "1.0")
+    if out.html is None:
+        _set_text(mail, "plain", out.text)
+        return mail
+    parts = [EmailMessage(policy=POLICY), EmailMessage(policy=POLICY)]
+    bodies = [_set_text(parts[0], "plain", out.text), _set_text(parts[1], "html", out.html)]
+    boundary = _boundary(bodies)
+    mail.set_raw("Content-Type", f'multipart/alternative;\r\n boundary="{boundary}"')
+    mail.set_payload(parts)
     return mail
+
+
+def _set_text(part: EmailMessage, subtype: str, text: str) -> str:
+    """A text/plain or text/html body in UTF-8, encoded as ``set_content`` would encode it.
+
+    7bit when ASCII with no line over 78 characters, else quoted-printable,
+    or base64 when that is shorter for the first ten lines. Base64 carries
+    the text with CRLF line breaks, quoted-printable with the generator's.
+    Returns the payload.
+    """
+    lines = text.encode("utf-8").splitlines()
+    if text.isascii() and max(map(len, lines), default=0) <= _MAX_LINE:
+        encoding, payload = "7bit", "\n".join(line.decode("ascii") for line in lines) + "\n"
+    else:
+        head = "\n".join(line.decode("latin-1") for line in lines[:10]) + "\n"
+        payload = quoprimime.body_encode(head, _MAX_LINE)
+        if len(payload) > _base64_size(len(head) + min(len(lines), 10)) + 1:
+            encoding = "base64"
+            payload = base64.encodebytes(b"\r\n".join(lines) + b"\r\n").decode("ascii")
+        else:
+            encoding = "quoted-printable"
+            if len(lines) > 10:
+                payload = quoprimime.body_encode(b"\n".join(lines).decode("latin-1") + "\n", _MAX_LINE)
+    part.set_raw("Content-Type", f'text/{subtype}; charset="utf-8"')
+    part.set_raw("Content-Transfer-Encoding", encoding)
+    part.set_payload(payload)
+    return payload
+
+
+def _boundary(bodies: list[str]) -> str:
+    """A multipart boundary no body contains (quoted-printable and base64 never have "=_")."""
+    while True:
+        boundary = "=_" + secrets.token_hex(16)
+        if not any(boundary in body for body in bodies):
+            return boundary
+
+
+def _text(name: str, text: str, *, identifiers: bool = False) -> str:
+    """An unstructured header value (RFC 5322 §3.2.5), folded.
+
+    ASCII words stay as they are; runs of words with anything else in them
+    become encoded words (RFC 2047), whose text also holds the spaces between
+    them. So do words too long for a line, except ``identifiers`` (message
+    ids, keywords): other programs compare those byte for byte, so they stay
+    whole (RFC 5322 allows lines of 998 characters).
+    """
+    if _SURROGATE.search(text):
+        return _folded_by_email_package(name, text)
+    lines = _Lines(name)
+    longest = _MAX_LINE - len(name) - 2
+    run: list[str] = []
+    for word in text.split():
+        if word.isascii() and (identifiers or ("=?" not in word and len(word) <= longest)):
+            if run:
+                lines.add_encoded(" ".join(run))
+                run = []
+            lines.add(word)
+        else:
+            run.append(word)
+    if run:
+        lines.add_encoded(" ".join(run))
+    return lines.value()
+
+
+def _addresses(name: str, addresses: list[Address]) -> str:
+    """An address list: display names quoted or encoded as needed, folded between words."""
+    if any(not addr.addr_spec.isascii() or _SURROGATE.search(addr.display_name) for addr in addresses):
+        return _folded_by_email_package(name, addresses)
+    lines = _Lines(name)
+    for number, addr in enumerate(addresses, 1):
+        comma = "," if number < len(addresses) else ""
+        display = addr.display_name
+        if not display:
+            lines.add(addr.addr_spec + comma)
+            continue
+        if not display.isascii() or "=?" in display:
+            lines.add_encoded(display)
+        elif _SPECIALS.isdisjoint(display):
+            for word in display.split():
+                lines.add(word)
+        else:
+            for word in ('"' + display.replace("\\", "\\\\").replace('"', '\\"') + '"').split(" "):
+                lines.add(word)
+        lines.add(f"<{addr.addr_spec}>{comma}")
+    return lines.value()
+
+
+def _folded_by_email_package(name: str, value: str | list[Address]) -> str:
+    """The header as the email package folds it, for what has no plain UTF-8 7bit form.
+
+    That is an address with a non-ASCII local part or domain (it would take
+    SMTPUTF8) and text with undecodable bytes kept as surrogate escapes
+    (written as "unknown-8bit" encoded words).
+    """
+    folded = POLICY.header_factory(name, value).fold(policy=POLICY)
+    return folded.partition(":")[2].strip()
+
+
+class _Lines:
+    """One header value laid out in lines of at most 78 characters, the first after "Name: ".
+
+    Words are separated by one space, and where the next word would not fit
+    the space becomes a line break (folding, RFC 5322 §2.2.3).
+    """
+
+    def __init__(self, name: str) -> None:
+        self._done: list[str] = []
+        self._words: list[str] = []
+        self._width = len(name) + 1
+
+    def room(self) -> int:
+        """How long a word may be and still fit on this line after its space."""
+        return _MAX_LINE - self._width - 1
+
+    def add(self, word: str) -> None:
+        if self._words and len(word) > self.room():
+            self._break()
+        self._words.append(word)
+        self._width += 1 + len(word)
+
+    def add_encoded(self, text: str) -> None:
+        """``text`` as UTF-8 encoded words (RFC 2047).
+
+        Q encoding unless base64 is shorter. A run that fits one encoded word
+        stays whole; a longer one fills the line and breaks after a space
+        where it can. Decoders drop the whitespace between two encoded words,
+        so the spaces of ``text`` go inside them.
+        """
+        data = text.encode("utf-8")
+        use_base64 = sum(len(_Q_BYTE[byte]) for byte in data) > _base64_size(len(data))
+        measures = [len(char.encode("utf-8")) if use_base64 else _q_size(char) for char in text]
+        sums = list(accumulate(measures, initial=0))
+
+        def size(begin: int, end: int) -> int:
+            measure = sums[end] - sums[begin]
+            return _base64_size(measure) if use_base64 else measure
+
+        begin = 0
+        while begin < len(text):
+            room = self._encoded_room(size(begin, len(text)))
+            end = begin + 1
+            while end < len(text) and size(begin, end + 1) <= room:
+                end += 1
+            if end < len(text) and text.rfind(" ", begin, end) > begin:
+                end = text.rfind(" ", begin, end) + 1
+            self.add(_encoded_word(text[begin:end], use_base64))
+            begin = end
+
+    def value(self) -> str:
+        return "\r\n ".join([*self._done, " ".join(self._words)])
+
+    def _encoded_room(self, wanted: int) -> int:
+        """How much encoded text the next encoded word may hold.
+
+        It starts a new line when this one is nearly full, or when the
+        ``wanted`` rest would fit whole there but not here.
+        """
+        room = min(self.room(), _ENCODED_WORD_LONGEST) - _ENCODED_WORD_FRAME
+        if self._words and (room < _Q_CHAR_LONGEST or room < wanted <= _ENCODED_WORD_LONGEST - _ENCODED_WORD_FRAME):
+            self._break()
+            room = min(self.room(), _ENCODED_WORD_LONGEST) - _ENCODED_WORD_FRAME
+        return room
+
+    def _break(self) -> None:
+        self._done.append(" ".join(self._words))
+        self._words = []
+        self._width = 0
+
+
+def _q_size(char: str) -> int:
+    return sum(len(_Q_BYTE[byte]) for byte in char.encode("utf-8"))
+
+
+def _base64_size(length: int) -> int:
+    return 4 * -(-length // 3)
+
+
+def _encoded_word(text: str, use_base64: bool) -> str:
+    data = text.encode("utf-8")
+    if use_base64:
+        return "=?utf-8?b?" + base64.b64encode(data).decode("ascii") + "?="
+    return "=?utf-8?q?" + "".join(_Q_BYTE[byte] for byte in data) + "?="

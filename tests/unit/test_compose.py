@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import email
 from datetime import UTC, datetime, timedelta
+from email.header import decode_header, make_header
 from email.policy import default
 
 import pytest
@@ -154,3 +155,102 @@ def test_our_own_acknowledgement_coming_back_is_a_loop() -> None:
     verdict = classify.classify(parse(raw).message, "support@example.com",
                                 loop_ids=["support@example.com"], own_domains=["desk.example.com"])
     assert verdict.kind == classify.LOOP
+
+
+def header_lines(raw: bytes) -> list[bytes]:
+    return raw.split(b"\r\n\r\n", 1)[0].split(b"\r\n")
+
+
+def content(part: email.message.EmailMessage) -> str:
+    """A text part's text; read back from the wire, its line breaks are CRLF."""
+    return str(part.get_content()).replace("\r\n", "\n")
+
+
+def test_a_long_non_ascii_subject_is_folded_encoded_and_reads_back_whole() -> None:
+    subject = "[#7] Ihre Anfrage zur Größe – " + " ".join(["Überweisung"] * 12) + " 日本語のお問い合わせ " * 4 + "x" * 120
+    raw = compose(outgoing(subject=subject, topic=subject)).as_bytes()
+    assert raw.isascii()
+    assert max(len(line) for line in header_lines(raw)) <= 78
+    mail = email.message_from_bytes(raw, policy=default)
+    assert mail["Subject"] == clean(subject)
+    assert mail["Thread-Topic"] == thread_topic(subject)  # one space around "–", not two
+    assert parse(raw).subject == clean(subject)
+
+
+@pytest.mark.parametrize(
+    "name",
+    ['Smith, "Bob" \\ Jr.', "O'Neil (Ops)", "Müller, Jürgen \"JM\"", "山田 太郎", "=? not an encoded word ?="],
+)
+def test_display_names_with_commas_quotes_and_non_ascii_read_back(name: str) -> None:
+    mail = reparsed(outgoing(to=[(name, "alice@customer.example"), ("Bob", "bob@customer.example")]))
+    assert [(a.display_name, a.addr_spec) for a in mail["To"].addresses] == [
+        (name, "alice@customer.example"), ("Bob", "bob@customer.example")]
+
+
+def test_a_long_non_ascii_display_name_is_folded_into_encoded_words() -> None:
+    name = " ".join(["Ünïcödé"] * 14)
+    raw = compose(outgoing(to=[(name, "u@customer.example"), ("Bob, Jr.", "bob@customer.example")])).as_bytes()
+    assert max(len(line) for line in header_lines(raw)) <= 78
+    to = b"".join(raw.split(b"\r\nTo: ", 1)[1].split(b"\r\nSubject:", 1)[0].split(b"\r\n")).decode()
+    # RFC 2047 §6.2 decoding (the stdlib's address parser keeps the space between encoded words).
+    assert str(make_header(decode_header(to))) == f'{name} <u@customer.example>, "Bob, Jr." <bob@customer.example>'
+    assert [a.name for a in parse(raw).to] == [name, "Bob, Jr."]
+
+
+def test_every_line_ends_in_crlf_and_bodies_read_back() -> None:
+    text = "Grüße aus Jakarta\r\nZeile zwei\rZeile drei\n" + "lang " * 40 + "\n"
+    html = "<p>" + "Grüße " * 50 + "</p>"
+    raw = compose(outgoing(text=text, html=html)).as_bytes()
+    assert raw.isascii() and raw.endswith(b"\r\n")
+    assert b"\n" not in raw.replace(b"\r\n", b"") and b"\r" not in raw.replace(b"\r\n", b"")
+    assert max(len(line) for line in raw.split(b"\r\n")) <= 78
+    mail = email.message_from_bytes(raw, policy=default)
+    plain, rich = mail.iter_parts()
+    assert (plain.get_content_type(), rich.get_content_type()) == ("text/plain", "text/html")
+    assert plain["Content-Transfer-Encoding"] == "quoted-printable"
+    assert content(plain) == "Grüße aus Jakarta\nZeile zwei\nZeile drei\n" + "lang " * 40 + "\n"
+    assert content(rich) == html + "\n"
+
+
+def test_text_that_quoted_printable_would_triple_goes_as_base64() -> None:
+    text = "Здравствуйте, мы получили ваш запрос.\n" * 3
+    mail = reparsed(outgoing(text=text, html=None))
+    assert mail.get_content_type() == "text/plain" and mail["MIME-Version"] == "1.0"
+    assert mail["Content-Transfer-Encoding"] == "base64"
+    assert content(mail) == text
+
+
+def test_short_ascii_text_stays_7bit() -> None:
+    mail = reparsed(outgoing(text="Hello Alice,\n\nwe got it.\n", html=None))
+    assert mail["Content-Transfer-Encoding"] == "7bit"
+    assert content(mail) == "Hello Alice,\n\nwe got it.\n"
+
+
+def test_a_body_that_looks_like_a_boundary_does_not_split_the_mail() -> None:
+    text = "--=_\n--=_0123456789abcdef0123456789abcdef\n--\n"
+    mail = reparsed(outgoing(text=text, html="<p>--=_</p>"))
+    plain, rich = mail.iter_parts()
+    assert content(plain) == text and content(rich) == "<p>--=_</p>\n"
+
+
+def test_message_ids_are_folded_between_and_never_encoded() -> None:
+    long_id = "<" + "x" * 90 + "@customer.example>"
+    references = [long_id, *(f"<r{i}.{'z' * 20}@customer.example>" for i in range(6))]
+    raw = compose(outgoing(references=references, in_reply_to=long_id)).as_bytes()
+    assert f"In-Reply-To: {long_id}\r\n".encode() in raw
+    assert b"=?" not in raw.split(b"\r\nReferences:", 1)[1].split(b"\r\nThread-Topic:", 1)[0]
+    assert reparsed(outgoing(references=references))["References"].split() == references
+
+
+def test_undecodable_bytes_and_non_ascii_addresses_still_make_a_7bit_mail() -> None:
+    subject = "Caf\udce9 order"  # a header byte the parser kept as a surrogate escape
+    raw = compose(outgoing(subject=subject, to=[("Jürgen", "jürgen@customer.example")])).as_bytes()
+    assert raw.isascii()
+    assert "Caf" in email.message_from_bytes(raw, policy=default)["Subject"]
+
+
+def test_the_composed_message_reads_like_a_parsed_one() -> None:
+    mail = compose(outgoing(subject="Grüße – [#7]", to=[('Smith, "Bob"', "bob@customer.example")]))
+    assert mail["Subject"] == "Grüße – [#7]"
+    assert [a.display_name for a in mail["To"].addresses] == ['Smith, "Bob"']
+    assert mail.get_body(("plain",)).get_content() == "Hello Alice,\n\nwe got it.\n"
