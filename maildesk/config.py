@@ -11,7 +11,6 @@ stops start-up with one line naming the key (``ConfigError``).
 from __future__ import annotations
 
 import os
-import re
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -28,6 +27,7 @@ from pydantic import (
 )
 
 from maildesk.errors import ConfigError
+from maildesk.mail.classify import compile_robot_pattern
 
 ENV_VAR = "MAILDESK_CONFIG"
 DEFAULT_FILE = Path("maildesk.toml")
@@ -140,7 +140,8 @@ class OutboundConfig(Section):
     """Wait after the first temporary failure; doubled after each further one."""
     backoff_max_seconds: float = Field(default=3600.0, gt=0)
     robot_pattern: str | None = None
-    """Regex matching addresses that never get automatic mail (default: mailer-daemon, postmaster, noreply...)."""
+    """RE2 regex matching the whole address of those who never get automatic mail
+    (default: mailer-daemon, postmaster, noreply...); RE2 runs in linear time."""
     templates: Path | None = None
     """Directory of template overrides: [QUEUE/][LANG/]KIND/{subject.txt,body.txt,body.html}."""
 
@@ -148,10 +149,7 @@ class OutboundConfig(Section):
     @classmethod
     def _pattern_compiles(cls, value: str | None) -> str | None:
         if value is not None:
-            try:
-                re.compile(value)
-            except re.error as exc:
-                raise ValueError(f"not a valid regular expression: {exc}") from None
+            compile_robot_pattern(value)  # ValueError with RE2's reason
         return value
 
 

@@ -44,6 +44,10 @@ def test_maildesk_toml_in_the_working_directory(tmp_path: Path, monkeypatch: pyt
         ('[smtp]\nport = 70000\n', "smtp.port: Input should be less than or equal to 65535"),
         ('[[addresses]]\naddress = "not-an-address"\n', "addresses.0.address: 'not-an-address' is not a mail address"),
         ('[smtp]\nprotocol = "pop3"\n', "smtp.protocol: Input should be 'smtp' or 'lmtp'"),
+        ("[outbound]\nrobot_pattern = '(bot)\\1@.*'\n",
+         "outbound.robot_pattern: not a valid regular expression (RE2 syntax): invalid escape sequence: \\1"),
+        ("[outbound]\nrobot_pattern = '(?=bot)\\w+@.*'\n",
+         "outbound.robot_pattern: not a valid regular expression (RE2 syntax): invalid perl operator: (?="),
         ('[database\n', "not valid TOML"),
     ],
 )

@@ -23,6 +23,7 @@ from maildesk.mail.classify import (
     NORMAL,
     Classification,
     classify,
+    compile_robot_pattern,
     is_robot_address,
 )
 
@@ -297,3 +298,34 @@ def test_custom_pattern_replaces_the_default() -> None:
 
 def test_default_pattern_is_exported() -> None:
     assert is_robot_address("noreply@example.com", DEFAULT_ROBOT_PATTERN)
+
+
+def test_custom_pattern_is_case_insensitive_and_matches_the_whole_address() -> None:
+    pattern = r"bot-[a-z]+@factory\.example"
+    assert is_robot_address("Bot-Seven@FACTORY.example", pattern)
+    assert is_robot_address("<bot-seven@factory.example>", pattern)
+    assert not is_robot_address("robot-seven@factory.example", pattern)  # no match inside the address
+    assert not is_robot_address("bot-seven@factory.example.org", pattern)
+
+
+def test_a_pattern_is_compiled_once() -> None:
+    assert compile_robot_pattern(r"once-[0-9]+@.*") is compile_robot_pattern(r"once-[0-9]+@.*")
+
+
+@pytest.mark.parametrize("pattern", [r"(a)\1@.*", r"(?=x)x@.*", r"(?<!no)reply@.*", "(unclosed"])
+def test_a_pattern_re2_refuses_is_a_value_error_with_its_reason(pattern: str) -> None:
+    with pytest.raises(ValueError, match=r"not a valid regular expression \(RE2 syntax\): \S"):
+        compile_robot_pattern(pattern)
+
+
+def test_catastrophic_backtracking_pattern_returns() -> None:
+    # Python's re backtracks exponentially here and would never finish; RE2 is linear.
+    assert not is_robot_address("a" * 50_000 + "!", r"(a+)+$")
+    assert is_robot_address("a" * 50_000, r"(a+)+$")
+
+
+def test_undecodable_header_bytes_in_an_address_do_not_break_matching() -> None:
+    address = "noreply@ex\udcffample.com"  # a surrogate escape, as compat32 leaves an 8-bit byte
+    assert is_robot_address(address)
+    assert is_robot_address(address, r"noreply@.*")
+    assert not is_robot_address("bruno@ex\udcffample.com")
