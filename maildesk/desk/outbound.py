@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.orm import Session
 
 from maildesk.config import AddressConfig, Config
@@ -196,6 +196,13 @@ def enqueue(
     return row
 
 
+_RECENT_AUTOMATIC = select(func.count(Outbox.id)).where(
+    Outbox.kind.in_(RATE_LIMITED), Outbox.status != SUPPRESSED, Outbox.created_at >= bindparam("since")
+)
+_SENT_TO_RECIPIENT = _RECENT_AUTOMATIC.where(Outbox.recipient == bindparam("recipient"))
+_SENT_ON_TICKET = _RECENT_AUTOMATIC.where(Outbox.ticket_id == bindparam("ticket_id"))
+
+
 def _suppression(session: Session, config: Config, ticket: Ticket, kind: str, to: list[Person], now: datetime) -> str:
     """Why this mail must not go out, or "" when it may."""
     for person in to:
@@ -206,16 +213,15 @@ def _suppression(session: Session, config: Config, ticket: Ticket, kind: str, to
     if kind not in RATE_LIMITED:
         return ""
     limits = config.limits
-    recent = select(func.count(Outbox.id)).where(Outbox.kind.in_(RATE_LIMITED), Outbox.status != SUPPRESSED)
     since = now - timedelta(minutes=limits.per_recipient_minutes)
-    sent = session.scalar(recent.where(Outbox.recipient == to[0].address.lower(), Outbox.created_at >= since)) or 0
+    sent = session.scalar(_SENT_TO_RECIPIENT, {"recipient": to[0].address.lower(), "since": since}) or 0
     if sent >= limits.per_recipient:
         return (f"rate limit: {sent} automatic mails to {to[0].address} in the last "
                 f"{limits.per_recipient_minutes:g} minutes (limit {limits.per_recipient})")
     if kind == "ack":
         return ""  # the first automatic mail of a ticket just opened: nothing on it to count yet
     since = now - timedelta(minutes=limits.per_ticket_minutes)
-    sent = session.scalar(recent.where(Outbox.ticket_id == ticket.id, Outbox.created_at >= since)) or 0
+    sent = session.scalar(_SENT_ON_TICKET, {"ticket_id": ticket.id, "since": since}) or 0
     if sent >= limits.per_ticket:
         return (f"rate limit: {sent} automatic mails on this ticket in the last "
                 f"{limits.per_ticket_minutes:g} minutes (limit {limits.per_ticket})")

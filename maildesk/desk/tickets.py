@@ -17,7 +17,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, make_transient_to_detached
 
 from maildesk.models import Attachment, Message, Participant, Ticket, TicketEvent, append_row, append_rows
 
@@ -81,7 +81,7 @@ def open_ticket(
     linked_to: Ticket | None = None,
     reason: str = "",
 ) -> Ticket:
-    ticket = Ticket(
+    values: dict[str, Any] = dict(
         subject=subject or "(no subject)",
         status=NEW,
         queue=queue,
@@ -91,11 +91,16 @@ def open_ticket(
         support_address=support_address,
         tags=[],
         linked_ticket_id=linked_to.id if linked_to else None,
+        assignee=None,
         created_at=now,
         updated_at=now,
+        solved_at=None,
+        closed_at=None,
     )
+    ticket = Ticket(id=append_row(session, Ticket, values), **values)
+    # The row is written: the session should track the ticket's changes from here, not INSERT it again.
+    make_transient_to_detached(ticket)
     session.add(ticket)
-    session.flush()
     record_event(
         session,
         ticket,
@@ -155,7 +160,8 @@ def add_message(
     )
     message = Message(id=append_row(session, Message, values), **values)
     append_rows(session, Attachment, [{**item, "message_id": message.id} for item in mail.attachments])
-    ticket.updated_at = now
+    if ticket.updated_at != now:
+        ticket.updated_at = now
     record_event(
         session,
         ticket,
