@@ -27,7 +27,7 @@ from pydantic import (
 )
 
 from maildesk.errors import ConfigError
-from maildesk.mail.classify import compile_robot_pattern
+from maildesk.patterns import compile_robot_pattern
 
 ENV_VAR = "MAILDESK_CONFIG"
 DEFAULT_FILE = Path("maildesk.toml")

@@ -43,7 +43,6 @@ Order of precedence -- the first rule that matches decides:
 
 from __future__ import annotations
 
-import functools
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -51,8 +50,9 @@ from email.header import decode_header, make_header
 from email.message import Message
 from email.parser import BytesHeaderParser
 
-import re2
 from flufl.bounce import all_failures
+
+from maildesk.patterns import compile_robot_pattern
 
 NORMAL, AUTO_REPLY, AUTO_GENERATED, BOUNCE, LIST, LOOP = (
     "normal", "auto_reply", "auto_generated", "bounce", "list", "loop")
@@ -110,27 +110,6 @@ def is_robot_address(address: str, pattern: str | None = None) -> bool:
     # re2 takes str only as strict UTF-8: a lone surrogate (an undecodable header byte)
     # would raise, so such a character becomes "?" here.
     return regex.fullmatch(address.encode("utf-8", "replace")) is not None
-
-
-@functools.lru_cache(maxsize=16)
-def compile_robot_pattern(pattern: str) -> re2._Regexp:
-    """``pattern`` compiled with RE2, case-insensitive: matching takes linear time.
-
-    The pattern comes from the admin's config and the address from the internet,
-    so a backtracking engine could hang on a crafted address (ReDoS).  RE2 has no
-    backreferences or look-around; a pattern it refuses raises ``ValueError``
-    with RE2's reason.
-    """
-    options = re2.Options()
-    options.case_sensitive = False
-    options.log_errors = False  # the caller reports the reason; RE2 would also print it to stderr
-    try:
-        return re2.compile(pattern, options)
-    except re2.error as exc:
-        reason = exc.args[0] if exc.args else "refused"
-        if isinstance(reason, bytes):
-            reason = reason.decode("utf-8", "replace")
-        raise ValueError(f"not a valid regular expression (RE2 syntax): {reason}") from None
 
 
 def classify(message: Message, sender: str, *, loop_ids: Iterable[str] = (),
