@@ -111,7 +111,7 @@ def process_many(
             log.warning("batch commit failed, processing one by one", count=len(inbound_ids))
             return [outcome for one in inbound_ids for outcome in process_many(db, config, [one], clock=clock)]
         [inbound_id] = inbound_ids
-        error = "".join(traceback.format_exception_only(exc)).strip()
+        error = _describe(exc)
         log.error("processing failed at commit", inbound_id=inbound_id, error=error, traceback=traceback.format_exc())
         spool.mark_failed(db, inbound_id, error)
         return [Outcome(inbound_id, spool.FAILED, detail=error)]
@@ -147,13 +147,14 @@ def _process_one(session: Session, config: Config, inbound_id: int, clock: Clock
 
 
 def _failed(session: Session, inbound_id: int, exc: Exception, log: Any) -> Outcome:
-    error = "".join(traceback.format_exception_only(exc)).strip()
+    error = _describe(exc)
     log.error("processing failed", error=error, traceback=traceback.format_exc())
-    session.execute(
-        update(Inbound).where(Inbound.id == inbound_id)
-        .values(state=spool.FAILED, error=error, attempts=Inbound.attempts + 1)
-    )
+    spool.mark_failed_in(session, inbound_id, error)
     return Outcome(inbound_id, spool.FAILED, detail=error)
+
+
+def _describe(exc: BaseException) -> str:
+    return "".join(traceback.format_exception_only(exc)).strip()
 
 
 def process_queued(db: Database, config: Config, *, clock: Clock = utc_now, limit: int | None = None) -> list[Outcome]:

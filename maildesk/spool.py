@@ -20,7 +20,7 @@ from typing import Any
 
 from sqlalchemy import func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.orm import defer
+from sqlalchemy.orm import Session, defer
 
 from maildesk.db import Database
 from maildesk.models import Inbound, utcnow
@@ -110,11 +110,16 @@ def queued_ids(db: Database, limit: int = 100) -> list[int]:
 
 def mark_failed(db: Database, inbound_id: int, error: str) -> None:
     with db.session() as session:
-        session.execute(
-            update(Inbound)
-            .where(Inbound.id == inbound_id)
-            .values(state=FAILED, error=error, attempts=Inbound.attempts + 1)
-        )
+        mark_failed_in(session, inbound_id, error)
+
+
+def mark_failed_in(session: Session, inbound_id: int, error: str) -> None:
+    """``mark_failed`` inside the caller's transaction."""
+    session.execute(
+        update(Inbound)
+        .where(Inbound.id == inbound_id)
+        .values(state=FAILED, error=error, attempts=Inbound.attempts + 1)
+    )
 
 
 def retry(db: Database, inbound_id: int) -> bool:

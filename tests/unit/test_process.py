@@ -124,13 +124,10 @@ def test_a_batch_keeps_every_good_message_when_one_in_the_middle_fails(
     assert spool.counts(desk.db) == {"done": 2, "failed": 1}
 
 
-def test_a_batch_whose_commit_fails_is_processed_again_one_by_one(
-    desk: Desk, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Should the batch's commit itself fail, each message gets a transaction of its own."""
-    ids = [spool.put(desk.db, make_mail(subject=s), source="test").id for s in ("a", "b")]
+def fail_the_first_commit(desk: Desk, monkeypatch: pytest.MonkeyPatch) -> list[object]:
+    """Make the next ``db.session()`` fail where it would commit; returns the sessions opened."""
     real_session = desk.db.session
-    sessions = []
+    sessions: list[object] = []
 
     @contextmanager
     def first_commit_fails():  # type: ignore[no-untyped-def]
@@ -141,6 +138,15 @@ def test_a_batch_whose_commit_fails_is_processed_again_one_by_one(
                 raise RuntimeError("commit refused")
 
     monkeypatch.setattr(desk.db, "session", first_commit_fails)
+    return sessions
+
+
+def test_a_batch_whose_commit_fails_is_processed_again_one_by_one(
+    desk: Desk, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Should the batch's commit itself fail, each message gets a transaction of its own."""
+    ids = [spool.put(desk.db, make_mail(subject=s), source="test").id for s in ("a", "b")]
+    sessions = fail_the_first_commit(desk, monkeypatch)
     outcomes = pipeline.process_many(desk.db, desk.config, ids)
 
     assert [o.state for o in outcomes] == ["done", "done"]
@@ -150,18 +156,7 @@ def test_a_batch_whose_commit_fails_is_processed_again_one_by_one(
 
 def test_a_message_whose_own_commit_fails_is_marked_failed(desk: Desk, monkeypatch: pytest.MonkeyPatch) -> None:
     inbound_id = spool.put(desk.db, make_mail(), source="test", notify=False).id
-    real_session = desk.db.session
-    calls = []
-
-    @contextmanager
-    def first_commit_fails():  # type: ignore[no-untyped-def]
-        with real_session() as session:
-            yield session
-            calls.append(session)
-            if len(calls) == 1:
-                raise RuntimeError("commit refused")
-
-    monkeypatch.setattr(desk.db, "session", first_commit_fails)
+    fail_the_first_commit(desk, monkeypatch)
     outcome = pipeline.process(desk.db, desk.config, inbound_id)
 
     assert outcome.state == "failed" and "commit refused" in outcome.detail
