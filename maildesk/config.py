@@ -195,7 +195,9 @@ class ImapConfig(Section):
     """Mail that reached the server longer ago than this gets no acknowledgement."""
     idle: bool = True
     poll_interval_seconds: float = Field(default=60.0, gt=0)
-    idle_timeout_seconds: float = Field(default=25 * 60.0, gt=0, le=29 * 60.0)
+    idle_timeout_seconds: float = Field(default=5 * 60.0, gt=0, le=29 * 60.0)
+    """Longest IDLE before the folder is searched again: the bound on how late mail
+    arrives when a server fails to announce it (servers do)."""
     batch_size: int = Field(default=50, ge=1, le=1000)
     timeout_seconds: float = Field(default=60.0, gt=0)
     reconnect_min_seconds: float = Field(default=1.0, gt=0)

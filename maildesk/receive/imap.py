@@ -2,8 +2,10 @@
 
 Per mailbox, one thread runs ``MailboxPoller.run``: connect, select the
 folder, fetch everything with a UID above the remembered one (not "unseen":
-mail another client read is still ours), then wait with IDLE (re-issued
-every ``idle_timeout_seconds``) or sleep ``poll_interval_seconds``, and again.
+mail another client read is still ours), then wait with IDLE or sleep
+``poll_interval_seconds``, and again. An IDLE ends after
+``idle_timeout_seconds`` even without news, and the folder is searched: a
+server that fails to announce a message delays it, but never loses it.
 
 Order of work for each batch, so nothing is lost and nothing is taken twice:
 
@@ -147,7 +149,7 @@ class MailboxPoller:
                 return
 
     def _idle(self, client: IMAPClient, stop: threading.Event) -> None:
-        """Wait in IDLE until new mail, stop, or the re-issue time (servers drop IDLE at 30 min)."""
+        """Wait in IDLE until new mail, stop, or ``idle_timeout_seconds`` (servers drop IDLE at 30 min)."""
         client.idle()
         # An EXISTS sent just before the server's "+ idling" is filed with the
         # untagged responses, not returned by idle_check: look there first.

@@ -25,7 +25,7 @@ def test_defaults_and_masking() -> None:
     config = parse_config({"imap": [{**BOX, "password": "hunter2"}]})
     box = config.imap[0]
     assert (box.tls, box.port, box.folder, box.after, box.idle) == ("ssl", None, "INBOX", "move", True)
-    assert box.idle_timeout_seconds == 25 * 60 and box.import_existing
+    assert box.idle_timeout_seconds == 5 * 60 and box.import_existing
     assert "hunter2" not in str(masked(config))
 
 
