@@ -156,10 +156,17 @@ def swaks() -> str:
 
 class TcpProxy:
     """A loopback TCP forwarder that can be cut (listener and every connection) and restored
-    on the same port: a database server going away and coming back, as the client sees it."""
+    on the same port: a database server going away and coming back, as the client sees it.
 
-    def __init__(self, target: tuple[str, int]) -> None:
+    With ``hold_on``, client data containing those bytes is never forwarded, nor
+    anything after it, and ``held`` is set: the client stands frozen just before
+    that command reaches the server (where a test can kill it).
+    """
+
+    def __init__(self, target: tuple[str, int], *, hold_on: bytes | None = None) -> None:
         self.target = target
+        self.hold_on = hold_on
+        self.held = threading.Event()
         self.port = 0
         self._sockets: list[socket.socket] = []
         self._server: socket.socket | None = None
@@ -194,13 +201,15 @@ class TcpProxy:
             client.settimeout(None)
             upstream = socket.create_connection(self.target)
             self._sockets += [client, upstream]
-            for source, sink in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pipe, args=(source, sink), daemon=True).start()
+            for source, sink, hold_on in ((client, upstream, self.hold_on), (upstream, client, None)):
+                threading.Thread(target=self._pipe, args=(source, sink, hold_on), daemon=True).start()
 
-    @staticmethod
-    def _pipe(source: socket.socket, sink: socket.socket) -> None:
+    def _pipe(self, source: socket.socket, sink: socket.socket, hold_on: bytes | None) -> None:
         with contextlib.suppress(OSError):
             while data := source.recv(65536):
+                if hold_on is not None and (self.held.is_set() or hold_on in data):
+                    self.held.set()
+                    continue
                 sink.sendall(data)
         with contextlib.suppress(OSError):
             sink.shutdown(socket.SHUT_WR)

@@ -1,6 +1,7 @@
-"""`maildesk serve` with an [[imap]] mailbox, as an admin runs it: mail put in the
-Dovecot mailbox becomes a ticket; `maildesk imap status --json` shows the counters;
-SIGTERM stops the daemon cleanly."""
+"""`maildesk serve` and `maildesk imap poll` with an [[imap]] mailbox, as an admin
+runs them: mail put in the Dovecot mailbox becomes a ticket; `maildesk imap status
+--json` shows the counters; SIGTERM stops the daemon cleanly; a process killed
+between the spool commit and the MOVE makes no duplicate."""
 
 from __future__ import annotations
 
@@ -13,16 +14,19 @@ from pathlib import Path
 
 import pytest
 
+from maildesk import spool
 from maildesk.config import load_config
 from maildesk.db import open_database
+from maildesk.process import process_queued
 from tests.helpers import Desk, make_mail
+from tests.integration.conftest import TcpProxy, wait_until
 from tests.integration.dovecot import Account
 
 pytestmark = pytest.mark.integration
 
 
-def write_config(tmp_path: Path, account: Account) -> Path:
-    path = tmp_path / "maildesk.toml"
+def write_config(tmp_path: Path, account: Account, *, port: int | None = None, name: str = "maildesk.toml") -> Path:
+    path = tmp_path / name
     path.write_text(f"""
 [database]
 url = "sqlite:///{tmp_path / 'desk.db'}"
@@ -39,7 +43,7 @@ directory = "{tmp_path / 'outbox'}"
 [[imap]]
 name = "support"
 host = "{account.host}"
-port = {account.port}
+port = {port or account.port}
 tls = "none"
 username = "{account.username}"
 password = "{account.password}"
@@ -93,3 +97,41 @@ def test_imap_poll_once_from_the_command_line(imap_account: Account, tmp_path: P
     assert "imap support: fetched 1, deduplicated 0" in done.stdout
     unknown = maildesk(config_path, "imap", "poll", "sales")
     assert unknown.returncode == 2 and "no [[imap]] mailbox named sales" in unknown.stderr
+
+
+def test_sigkill_between_spool_commit_and_move_makes_no_duplicate(imap_account: Account, tmp_path: Path) -> None:
+    imap_account.append(make_mail(subject="Taken once"))
+    # The poller reaches Dovecot through a proxy that freezes it just before its
+    # MOVE reaches the server: the message is in the spool, the server knows nothing.
+    proxy = TcpProxy((imap_account.host, imap_account.port), hold_on=b"MOVE").start()
+    try:
+        frozen = write_config(tmp_path, imap_account, port=proxy.port, name="via-proxy.toml")
+        with (tmp_path / "poll.log").open("wb") as out:
+            poll = subprocess.Popen([sys.executable, "-m", "maildesk", "-c", str(frozen), "imap", "poll"],
+                                    stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        try:
+            wait_until(lambda: proxy.held.is_set() or poll.poll() is not None, what="the poller to send MOVE")
+            assert proxy.held.is_set(), (tmp_path / "poll.log").read_text()
+        finally:
+            poll.kill()
+            poll.wait(timeout=15)
+    finally:
+        proxy.stop()
+    config = load_config(frozen)
+    db = open_database(config.database)
+    try:
+        desk = Desk(db, config)
+        assert spool.counts(db) == {spool.QUEUED: 1}
+        assert imap_account.uids("INBOX") == [1] and imap_account.uids("Processed") == []
+
+        again = maildesk(write_config(tmp_path, imap_account), "imap", "poll")  # the restarted daemon
+
+        assert again.returncode == 0, again.stderr
+        assert "imap support: fetched 1, deduplicated 1" in again.stdout
+        assert imap_account.uids("INBOX") == [] and imap_account.uids("Processed") == [1]
+        assert spool.counts(db) == {spool.QUEUED: 1}
+        process_queued(db, config)
+        assert desk.ticket_count() == 1
+        assert [m["direction"] for m in desk.ticket(1)["messages"]] == ["in", "out"]  # the mail, its ack
+    finally:
+        db.dispose()
