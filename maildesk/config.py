@@ -122,6 +122,9 @@ class ProcessorConfig(Section):
     database (or this one, restarted with true) processes it."""
 
 
+LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")
+
+
 class OutboundConfig(Section):
     transport: Literal["file", "smtp"] = "file"
     directory: Path = Path("var/outbox")
@@ -151,6 +154,19 @@ class OutboundConfig(Section):
         if value is not None:
             compile_robot_pattern(value)  # ValueError with RE2's reason
         return value
+
+    @model_validator(mode="after")
+    def _credentials_consistent(self) -> OutboundConfig:
+        if self.password is not None and self.oauth2_token_command is not None:
+            raise ValueError("give password or oauth2_token_command, not both")
+        secret = "password" if self.password is not None else (
+            "oauth2_token_command" if self.oauth2_token_command is not None else None)
+        if secret is not None and not self.username:
+            raise ValueError(f"{secret} needs username")
+        if secret is not None and self.tls == "none" and self.host not in LOOPBACK_HOSTS:
+            raise ValueError(f"{secret} with tls = \"none\" would send credentials in clear to {self.host}; "
+                             "use tls = \"ssl\" or \"starttls\"")
+        return self
 
 
 class LimitsConfig(Section):

@@ -265,13 +265,14 @@ def record_bounce(
     permanent: bool,
     now: datetime,
 ) -> None:
-    """A bounce of our mail: a delivery failure in the ticket's history (never a reopen)."""
+    """A bounce of our mail in the ticket's history (never a reopen): ``delivery_failed``,
+    or ``delivery_delayed`` for a notice that the mail is still being tried."""
     for row in bounced.outbox:
         if permanent and row.status == SENT:
             row.status = FAILED
             row.last_error = f"bounced after delivery to the relay: {reason}"
     record_event(
-        session, bounced.ticket, "delivery_failed", now=now,
+        session, bounced.ticket, "delivery_failed" if permanent else "delivery_delayed", now=now,
         reason=f"{'bounce' if permanent else 'delay notice'} for our mail {', '.join(bounced.message_ids)}"
                + (f" to {', '.join(failed_recipients)}" if failed_recipients else "") + f": {reason}",
         message_ids=bounced.message_ids, failed_recipients=list(failed_recipients), permanent=permanent,

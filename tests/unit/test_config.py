@@ -49,6 +49,11 @@ def test_maildesk_toml_in_the_working_directory(tmp_path: Path, monkeypatch: pyt
         ("[outbound]\nrobot_pattern = '(?=bot)\\w+@.*'\n",
          "outbound.robot_pattern: not a valid regular expression (RE2 syntax): invalid perl operator: (?="),
         ('[database\n', "not valid TOML"),
+        ('[outbound]\ntransport = "smtp"\npassword = "x"\n', "outbound: password needs username"),
+        ('[outbound]\nusername = "u"\npassword = "x"\noauth2_token_command = "t"\n',
+         "outbound: give password or oauth2_token_command, not both"),
+        ('[outbound]\nhost = "relay.example.com"\nusername = "u"\noauth2_token_command = "t"\n',
+         'outbound: oauth2_token_command with tls = "none" would send credentials in clear to relay.example.com'),
     ],
 )
 def test_a_bad_key_is_named_in_one_line(tmp_path: Path, toml: str, message: str) -> None:
@@ -81,7 +86,7 @@ def test_sub_addresses_match_their_support_address() -> None:
 def test_masked_hides_secrets() -> None:
     config = parse_config({
         "database": {"url": "postgresql+psycopg://desk:hunter2@db/desk"},
-        "outbound": {"transport": "smtp", "password": "s3cret"},
+        "outbound": {"transport": "smtp", "username": "desk", "password": "s3cret"},
     })
     shown = masked(config)
     assert "hunter2" not in str(shown) and "s3cret" not in str(shown)

@@ -209,6 +209,20 @@ def test_a_bounce_of_our_mail_is_a_delivery_failure_on_its_ticket_and_never_a_ti
     assert "bounced" in (outbox(desk)[0].last_error or "")
 
 
+def test_a_delay_notice_is_recorded_as_a_delay_and_the_mail_stays_sent(desk: Desk, config: Config) -> None:
+    outcome = desk.ingest(make_mail(), notify=True, now=T0)
+    send.flush(desk.db, config, clock=lambda: T0)
+    [ack] = outbox(desk)
+
+    desk.ingest(dsn(ack.message_id, "alice@customer.example", action="delayed", status="4.4.1"),
+                notify=True, now=T0 + timedelta(hours=4))
+
+    types = event_types(desk, outcome.ticket_id)
+    assert "delivery_delayed" in types and "delivery_failed" not in types
+    assert [r.status for r in outbox(desk)] == ["sent"]
+    assert desk.ticket_count() == 1 and len(outbox(desk)) == 1
+
+
 def test_a_bounce_of_mail_we_never_sent_opens_nothing(desk: Desk) -> None:
     outcome = desk.ingest(dsn("<unknown-1@desk.example.com>", "x@y.example"), notify=True, now=T0)
     assert outcome.ticket_id is None and desk.ticket_count() == 0 and outbox(desk) == []
