@@ -5,6 +5,7 @@ inspect`` (how one message is read, without storing anything)."""
 from __future__ import annotations
 
 import sys
+import traceback
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ import structlog
 
 from maildesk import present, spool
 from maildesk.cli import EX_DATAERR, EX_USAGE, App, emit_json, fail, temporary_failures_exit, who
+from maildesk.errors import TemporaryFailure
 from maildesk.mail import classify
 from maildesk.mail.parse import parse, unusable_reason
 
@@ -67,7 +69,7 @@ def ingest(app: App, files: tuple[str, ...], maildir: str | None, notify: bool, 
                 else:
                     click.echo(f"maildesk: {name}: not accepted: {reason}", err=True)
                     unusable += 1
-            spooled = spool.put_many(app.db, [item for _, item in accepted])
+            spooled = _spool(app, [item for _, item in accepted])
             for (name, _), row in zip(accepted, spooled, strict=True):
                 log.info("accepted", inbound_id=row.id, file=name, duplicate=row.duplicate)
             if not run_process:
@@ -78,6 +80,23 @@ def ingest(app: App, files: tuple[str, ...], maildir: str | None, notify: bool, 
                     click.echo(f"maildesk: {name}: accepted, processing failed: {outcome.detail}", err=True)
     if unusable:
         sys.exit(EX_DATAERR)
+
+
+def _spool(app: App, items: list[spool.Item]) -> list[spool.Spooled]:
+    """Commit ``items`` to the spool; any failure before the commit is a temporary one.
+
+    Until the bytes are committed the MTA still holds the mail: whatever went
+    wrong (no database directory, a corrupt file, a bug), exit 75 so it retries
+    rather than bounce it.
+    """
+    try:
+        return spool.put_many(app.db, items)
+    except TemporaryFailure:
+        raise
+    except Exception as exc:  # noqa: BLE001 - see above: never exit 1 with the mail in limbo
+        error = traceback.format_exception_only(exc)[-1].strip().splitlines()[0]
+        log.error("cannot store the message", error=error, traceback=traceback.format_exc())
+        raise TemporaryFailure(f"cannot store the message: {error}") from exc
 
 
 def _batches(items: Iterator[tuple[str, bytes]], size: int) -> Iterator[list[tuple[str, bytes]]]:

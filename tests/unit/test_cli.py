@@ -96,6 +96,21 @@ def test_ingest_exits_75_when_postgres_is_unreachable(tmp_path: Path) -> None:
     assert b"database unavailable" in result.stderr and b"Traceback" not in result.stderr
 
 
+@pytest.mark.parametrize("trouble", ["no database directory", "not a database"])
+def test_ingest_exits_75_whatever_keeps_the_mail_from_the_spool(tmp_path: Path, trouble: str) -> None:
+    if trouble == "no database directory":
+        url = "sqlite:////proc/no-such-dir/maildesk.db"  # cannot be created, not even by root
+    else:
+        (tmp_path / "garbage.db").write_bytes(b"this is not a database file" * 100)
+        url = f"sqlite:///{tmp_path / 'garbage.db'}"
+    path = tmp_path / "broken.toml"
+    path.write_text(f'[database]\nurl = "{url}"\n')
+    result = run(path, "ingest", stdin=make_mail())
+    assert result.returncode == 75, result.stderr
+    last_line = result.stderr.decode().rstrip("\n").split("\n")[-1]
+    assert last_line.startswith("maildesk: cannot store the message: "), result.stderr
+
+
 def test_ingest_files_and_a_maildir(config_file: Path, tmp_path: Path) -> None:
     maildir = tmp_path / "Maildir"
     for sub in ("new", "cur", "tmp"):
