@@ -141,13 +141,13 @@ def safe_filename(filename: str, index: int = 1, content_type: str = "") -> str:
     name = re.split(r"[/\\]", re.sub(r"\s", " ", name))[-1]
     name = "".join(c for c in name if unicodedata.category(c) not in ("Cc", "Cf", "Cs"))
     name = _UNSAFE_CHARS.sub("_", name)
-    name = re.sub(r"\.{2,}", ".", " ".join(name.split())).strip(" .")
+    name = re.sub(r"\.{2,}", ".", " ".join(name.split()))
+    bare_ext = _bare_extension(name)
+    name = name.strip(" .")
     if _RESERVED.match(name):
         name = f"_{name}"
-    if not name.strip("_"):
-        ext = mimetypes.guess_extension(content_type or "") or ".bin"
-        if content_type == "message/rfc822":
-            ext = ".eml"
+    if bare_ext or not name.strip("_"):
+        ext = bare_ext or _type_extension(content_type)
         return f"attachment{ext}" if index <= 1 else f"attachment-{index}{ext}"
     if len(name) > _MAX_NAME:
         stem, dot, ext = name.rpartition(".")
@@ -156,6 +156,24 @@ def safe_filename(filename: str, index: int = 1, content_type: str = "") -> str:
         else:
             name = name[:_MAX_NAME]
     return name
+
+
+def _bare_extension(name: str) -> str:
+    """The extension when ``name`` is nothing but a known one (``.pdf``); else "".
+
+    A dot file with an unknown suffix (``.hidden``) is a name, not an extension.
+    """
+    ext = name.rstrip(" .")
+    if not ext.startswith(".") or "." in ext[1:] or not ext[1:].isalnum():
+        return ""
+    known = mimetypes.guess_type(f"x{ext}", strict=False)
+    return ext if any(known) else ""
+
+
+def _type_extension(content_type: str) -> str:
+    if content_type == "message/rfc822":
+        return ".eml"
+    return mimetypes.guess_extension(content_type or "") or ".bin"
 
 
 # --- helpers parse.py shares -----------------------------------------------

@@ -26,6 +26,9 @@ def mixed(*parts: bytes) -> bytes:
         ("   ", "attachment.bin"),
         ("bad\x00na\x1bme\x7f.txt", "badname.txt"),
         ("...hidden", "hidden"),
+        ("契約書/../.pdf", "attachment.pdf"),
+        ("..pdf", "attachment.pdf"),
+        (".pdf.", "attachment.pdf"),
         ("invoice..pdf", "invoice.pdf"),
         ("CON.txt", "_CON.txt"),
         ('what?<>|"*.doc', "what______.doc"),
@@ -41,6 +44,7 @@ def test_safe_filename(name, expected):
 def test_safe_filename_fallback_uses_position_and_type():
     assert safe_filename("", 2, "application/pdf") == "attachment-2.pdf"
     assert safe_filename("/", 3, "message/rfc822") == "attachment-3.eml"
+    assert safe_filename("x/../.pdf", 2, "application/octet-stream") == "attachment-2.pdf"
 
 
 def test_safe_filename_caps_length_keeping_extension():
@@ -84,6 +88,32 @@ def test_filename_encodings():
     )
     names = [a.filename for a in parse(raw).attachments]
     assert names == ["契約書.pdf", "März.pdf", "テスト.pdf", "Größe.pdf"]
+
+
+def test_rfc2231_continuations():
+    raw = mixed(
+        b"Content-Type: application/pdf\nContent-Disposition: attachment;"
+        b" filename*0*=utf-8''%E5%A5%91; filename*1*=%E7%B4%84.pdf\n\n%PDF",
+        b"Content-Type: application/pdf\nContent-Disposition: attachment;\n"
+        b' filename*0="quarterly report ";\n filename*1="2024.pdf"\n\n%PDF',
+        b"Content-Type: application/pdf; name*0*=iso-8859-1''M%E4rz; name*1=.pdf\n\n%PDF",
+    )
+    names = [(a.filename, a.safe_filename) for a in parse(raw).attachments]
+    assert names == [
+        ("契約.pdf", "契約.pdf"),
+        ("quarterly report 2024.pdf", "quarterly report 2024.pdf"),
+        ("März.pdf", "März.pdf"),
+    ]
+
+
+def test_name_that_sanitises_to_an_extension_keeps_it_and_the_original():
+    raw = mixed(
+        b"Content-Type: application/pdf\nContent-Disposition: attachment;"
+        b" filename*=utf-8''%E5%A5%91%E7%B4%84%E6%9B%B8/../.pdf\n\n%PDF",
+    )
+    (pdf,) = parse(raw).attachments
+    assert pdf.filename == "契約書/../.pdf"
+    assert pdf.safe_filename == "attachment.pdf"
 
 
 def test_duplicate_names_get_distinct_safe_names():

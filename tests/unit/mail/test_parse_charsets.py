@@ -48,6 +48,14 @@ def test_utf8_mislabelled_as_us_ascii():
     assert any("mislabels UTF-8" in d for d in mail.defects)
 
 
+def test_hebrew_iso_8859_8_i_is_plain_iso_8859_8():
+    mail = load("hebrew_iso8859_8_i.eml")
+    assert mail.sender == Address("דוד כהן", "david@example.co.il")
+    assert mail.subject == "אישור הזמנה מספר 512"
+    assert mail.text == "שלום רב,\nההזמנה שלך נשלחה היום.\nתודה, צוות התמיכה"
+    assert mail.defects == []
+
+
 def test_iso_2022_jp_subject_name_and_body():
     mail = load("iso2022jp.eml")
     assert mail.subject == "ご購入の確認"
@@ -66,22 +74,40 @@ def test_utf7_subject_and_body():
     [
         ("GB2312", "gb18030"),
         ("GBK", "gb18030"),
+        ("x-gbk", "gb18030"),
+        ("gb_2312-80", "gb18030"),
         ("Shift_JIS", "cp932"),
         ("x-sjis", "cp932"),
+        ("ms_kanji", "cp932"),
+        ("csShiftJIS", "cp932"),
+        ("x-euc-jp", "euc_jp"),
+        ("_iso-2022-jp$ESC", "iso2022_jp_ext"),
         ("ISO-8859-1", "cp1252"),
         ("latin1", "cp1252"),
         ("us-ascii", "cp1252"),
         ("ansi_x3.4-1968", "cp1252"),
         ("EUC-KR", "cp949"),
         ("ks_c_5601-1987", "cp949"),
+        ("x-windows-949", "cp949"),
         ("ISO-8859-11", "cp874"),
         ("TIS-620", "cp874"),
         ("windows-874", "cp874"),
         ("Big5", "big5hkscs"),
+        ("x-x-big5", "big5hkscs"),
         ("utf8", "utf-8"),
+        ("utf8mb4", "utf-8"),
+        ("ISO-10646-UCS-2", "utf-16-be"),
         ('"UTF-8"', "utf-8"),
         ("utf-8*en", "utf-8"),
         ("unicode-1-1-utf-7", "utf-7"),
+        ("x-unicode-2-0-utf-7", "utf-7"),
+        ("iso-8859-8-i", "iso8859-8"),
+        ("ISO-8859-8-E", "iso8859-8"),
+        ("iso-8859-6-i", "iso8859-6"),
+        ("iso-8859-6-e", "iso8859-6"),
+        ("x-mac-cyrillic", "mac-cyrillic"),
+        ("x-mac-roman", "mac-roman"),
+        ("macintosh", "mac-roman"),
         ("cp-850", "cp850"),
         ("windows-1251", "cp1251"),
         ("koi8-r", "koi8-r"),
@@ -104,6 +130,12 @@ def test_codec_for_labels(label, codec):
         ("ภาษาไทย ฿".encode("cp874"), "TIS-620", "ภาษาไทย ฿"),
         ("香港 𨋢".encode("big5hkscs"), "big5", "香港 𨋢"),
         ("Ça coûte 5 €".encode("cp1252"), "windows-1252", "Ça coûte 5 €"),
+        ("שלום עולם".encode("iso8859-8"), "iso-8859-8-i", "שלום עולם"),
+        ("مرحبا".encode("iso8859-6"), "iso-8859-6-e", "مرحبا"),
+        ("日本語のメール".encode("euc_jp"), "x-euc-jp", "日本語のメール"),
+        ("Привет, мир".encode("mac_cyrillic"), "x-mac-cyrillic", "Привет, мир"),
+        ("Grüße €".encode("utf-16-be"), "iso-10646-ucs-2", "Grüße €"),
+        ("日本語".encode("iso2022_jp"), "_iso-2022-jp$ESC", "日本語"),
         (b"plain", "136", "plain"),
     ],
 )
