@@ -93,6 +93,8 @@ class Inbound(Base):
     state: Mapped[str] = mapped_column(String(16), default="queued", index=True)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     error: Mapped[str | None] = mapped_column(Text)
+    disposition: Mapped[str | None] = mapped_column(Text)
+    """What processing did with it, in words: "new ticket #3", "not on any ticket: ..."."""
     processed_at: Mapped[optional_time]
     ticket_id: Mapped[int | None] = mapped_column(ForeignKey("tickets.id"))
     message_id: Mapped[str | None] = mapped_column(String(998))
@@ -112,6 +114,8 @@ class Ticket(Base):
     tags: Mapped[json_list]
     support_address: Mapped[address]
     linked_ticket_id: Mapped[int | None] = mapped_column(ForeignKey("tickets.id"))
+    thread_index: Mapped[str | None] = mapped_column(String(255))
+    """The customer's Outlook Thread-Index, parent of every mail we send on the ticket."""
     created_at: Mapped[timestamp]
     updated_at: Mapped[timestamp]
     solved_at: Mapped[optional_time]

@@ -94,6 +94,7 @@ def inbound(row: Inbound) -> dict[str, Any]:
         "ticket_id": row.ticket_id,
         "attempts": row.attempts,
         "error": row.error,
+        "disposition": row.disposition,
         "received_at": iso(row.received_at),
         "processed_at": iso(row.processed_at),
         "envelope": row.envelope,

@@ -17,7 +17,7 @@ all its messages and keep the other daemons from working in parallel.
 from __future__ import annotations
 
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -56,8 +56,13 @@ _STORED_ON = select(Message.ticket_id).where(Message.message_id == bindparam("me
 _MARK_DONE = (
     update(Inbound.__table__).where(Inbound.__table__.c.id == bindparam("inbound_id"))
     .values(state=spool.DONE, error=None, processed_at=bindparam("processed_at"),
-            ticket_id=bindparam("ticket_id"), message_id=bindparam("message_id"))
+            ticket_id=bindparam("ticket_id"), message_id=bindparam("message_id"),
+            disposition=bindparam("disposition"))
 )
+_RAW = select(Inbound.raw).where(Inbound.id == bindparam("inbound_id"))
+
+# Automated mail that only ever answers something of ours: it never opens a ticket.
+_ANSWERS_ONLY = (classify.AUTO_REPLY, classify.BOUNCE, classify.LOOP)
 
 
 @dataclass(frozen=True)
@@ -85,14 +90,42 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-def process(db: Database, config: Config, inbound_id: int, *, clock: Clock = utc_now) -> Outcome:
-    """Process one spooled message; safe to call again for the same id."""
-    [outcome] = process_many(db, config, [inbound_id], clock=clock)
+def prepare(db: Database, inbound_id: int) -> ParsedMail | None:
+    """Read and parse a spooled message before its transaction, holding no lock.
+
+    The daemon calls this outside its turn at the database, so a slow parse
+    never delays the listener's spool commits (on SQLite only one writer runs
+    at a time). None if the message cannot be read now; ``process`` then
+    parses it itself (and records any failure).
+    """
+    try:
+        with db.session() as session:
+            raw = session.connection().execute(_RAW, {"inbound_id": inbound_id}).scalar()
+        return parse(raw) if raw is not None else None
+    except Exception as exc:  # noqa: BLE001 - process() will meet the same trouble and record it
+        log.warning("cannot read a message ahead of processing", inbound_id=inbound_id, error=_describe(exc))
+        return None
+
+
+def process(
+    db: Database, config: Config, inbound_id: int, *, clock: Clock = utc_now, parsed: ParsedMail | None = None
+) -> Outcome:
+    """Process one spooled message; safe to call again for the same id.
+
+    ``parsed``: the message as ``prepare`` read it (a spool row's bytes never change).
+    """
+    [outcome] = process_many(db, config, [inbound_id], clock=clock,
+                             parsed={inbound_id: parsed} if parsed is not None else None)
     return outcome
 
 
 def process_many(
-    db: Database, config: Config, inbound_ids: Sequence[int], *, clock: Clock = utc_now
+    db: Database,
+    config: Config,
+    inbound_ids: Sequence[int],
+    *,
+    clock: Clock = utc_now,
+    parsed: Mapping[int, ParsedMail] | None = None,
 ) -> list[Outcome]:
     """Process several spooled messages in one transaction, in order; one outcome each.
 
@@ -103,13 +136,15 @@ def process_many(
     """
     try:
         with db.session() as session:
-            return [_process_one(session, config, inbound_id, clock) for inbound_id in inbound_ids]
+            return [_process_one(session, config, inbound_id, clock, (parsed or {}).get(inbound_id))
+                    for inbound_id in inbound_ids]
     except TemporaryFailure:
         raise
     except Exception as exc:  # noqa: BLE001 - the commit failed: find the culprit one by one
         if len(inbound_ids) > 1:
             log.warning("batch commit failed, processing one by one", count=len(inbound_ids))
-            return [outcome for one in inbound_ids for outcome in process_many(db, config, [one], clock=clock)]
+            return [outcome for one in inbound_ids
+                    for outcome in process_many(db, config, [one], clock=clock, parsed=parsed)]
         [inbound_id] = inbound_ids
         error = _describe(exc)
         log.error("processing failed at commit", inbound_id=inbound_id, error=error, traceback=traceback.format_exc())
@@ -117,7 +152,9 @@ def process_many(
         return [Outcome(inbound_id, spool.FAILED, detail=error)]
 
 
-def _process_one(session: Session, config: Config, inbound_id: int, clock: Clock) -> Outcome:
+def _process_one(
+    session: Session, config: Config, inbound_id: int, clock: Clock, parsed: ParsedMail | None
+) -> Outcome:
     bound = log.bind(inbound_id=inbound_id)
     row = session.connection().execute(_CLAIM, {"inbound_id": inbound_id}).first()
     if row is None:
@@ -130,7 +167,10 @@ def _process_one(session: Session, config: Config, inbound_id: int, clock: Clock
         return Outcome(inbound_id, inbound.state, inbound.ticket_id, detail="already handled")
     try:
         with session.begin_nested(), session.no_autoflush:
-            outcome, message_id = _apply(session, config, inbound, clock(), bound)
+            if parsed is None:
+                parsed = parse(inbound.raw)
+            bound = bound.bind(message_id=parsed.message_id)
+            outcome, message_id = _apply(session, config, inbound, parsed, clock(), bound)
             session.flush()
     except (OperationalError, TemporaryFailure):
         raise
@@ -142,6 +182,7 @@ def _process_one(session: Session, config: Config, inbound_id: int, clock: Clock
         return _failed(session, inbound_id, exc, bound)
     session.connection().execute(_MARK_DONE, {
         "inbound_id": inbound_id, "processed_at": clock(), "ticket_id": outcome.ticket_id, "message_id": message_id,
+        "disposition": outcome.detail,
     })
     return outcome
 
@@ -172,18 +213,19 @@ def process_queued(db: Database, config: Config, *, clock: Clock = utc_now, limi
     return outcomes
 
 
-def _apply(session: Session, config: Config, inbound: _Spooled, now: datetime, log: Any) -> tuple[Outcome, str]:
-    """Parse the message and apply it to its ticket; the outcome and the Message-ID it was read with."""
-    parsed = parse(inbound.raw)
+def _apply(
+    session: Session, config: Config, inbound: _Spooled, parsed: ParsedMail, now: datetime, log: Any
+) -> tuple[Outcome, str]:
+    """Apply the message to its ticket; the outcome and the Message-ID it was read with."""
     message_id = parsed.message_id[:998]
-    log = log.bind(message_id=parsed.message_id)
     if session.get_bind().dialect.name == "postgresql":
         session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _THREADING_LOCK})
 
     stored_on = session.connection().execute(_STORED_ON, {"message_id": message_id}).scalar()
     if stored_on is not None:
         log.info("duplicate message", ticket_id=stored_on)
-        return Outcome(inbound.id, spool.DONE, stored_on, detail="duplicate Message-ID"), message_id
+        return Outcome(inbound.id, spool.DONE, stored_on,
+                       detail=f"duplicate Message-ID: already on ticket #{stored_on}"), message_id
 
     verdict = classify.classify(
         parsed.message,
@@ -207,9 +249,15 @@ def _apply(session: Session, config: Config, inbound: _Spooled, now: datetime, l
     bounced = outbound.find_bounced(session, verdict.bounced_message_ids) if verdict.kind == classify.BOUNCE else None
     if bounced is not None and match.ticket is None:
         match = threader.ThreadMatch(bounced.ticket, "bounce", reason="bounce of our own mail")
-    if match.ticket is None and verdict.kind in (classify.LOOP, classify.BOUNCE):
-        log.info("automated mail without a ticket dropped", classification=verdict.kind, reason=verdict.reason)
-        return Outcome(inbound.id, spool.DONE, None, detail=f"{verdict.kind}: {verdict.reason}"), message_id
+    if match.ticket is None and verdict.kind in _ANSWERS_ONLY:
+        if match.answers_closed and match.linked_to is not None:
+            # An out-of-office to our mail on a long-closed ticket: file it there, open nothing.
+            match = threader.ThreadMatch(match.linked_to, "closed-ticket", reason=match.reason)
+        else:
+            log.info("automated mail without a ticket dropped", classification=verdict.kind, reason=verdict.reason)
+            return Outcome(inbound.id, spool.DONE, None, detail=(
+                f"not on any ticket: {verdict.kind} ({verdict.reason}) answering no ticket of ours"
+            )), message_id
 
     created = match.ticket is None
     if created:
@@ -243,11 +291,10 @@ def _apply(session: Session, config: Config, inbound: _Spooled, now: datetime, l
         outbound.record_bounce(session, bounced, reason=verdict.reason, failed_recipients=verdict.failed_recipients,
                                permanent=verdict.permanent, now=now)
     if created and inbound.notify:
-        thread_index = parsed.message.get("Thread-Index")
-        outbound.acknowledge(session, config, ticket, message, now=now,
-                             thread_index=str(thread_index) if thread_index else None)
+        outbound.acknowledge(session, config, ticket, message, now=now)
     log.info("message applied", ticket_id=ticket.id, created=created, via=match.via, classification=verdict.kind)
-    return Outcome(inbound.id, spool.DONE, ticket.id, created=created, detail=match.via), message_id
+    disposition = f"new ticket #{ticket.id}" if created else f"added to ticket #{ticket.id} ({match.via})"
+    return Outcome(inbound.id, spool.DONE, ticket.id, created=created, detail=disposition), message_id
 
 
 def _served_address(config: Config, inbound: _Spooled, parsed: ParsedMail) -> AddressConfig:
@@ -277,6 +324,7 @@ def _incoming(parsed: ParsedMail, verdict: classify.Classification) -> IncomingM
         classification=verdict.kind,
         classification_reason=verdict.reason,
         defects=list(parsed.defects),
+        thread_index=str(parsed.message.get("Thread-Index") or "") or None,
         attachments=[
             {
                 "filename": a.filename,

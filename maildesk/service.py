@@ -16,7 +16,7 @@ from maildesk import send, spool
 from maildesk.config import Config
 from maildesk.db import Database
 from maildesk.errors import TemporaryFailure
-from maildesk.process import Outcome, process
+from maildesk.process import Outcome, prepare, process
 from maildesk.receive.imap import ImapPollers
 from maildesk.receive.smtp import start_server
 from maildesk.turns import Turns
@@ -61,8 +61,10 @@ class Processor:
         for inbound_id in await asyncio.to_thread(spool.queued_ids, self.db, 200):
             if stopping.is_set():
                 break
+            # Parse before taking the turn: a slow parse must not hold up the listener's commits.
+            parsed = await asyncio.to_thread(prepare, self.db, inbound_id)
             async with self.turns.background():
-                outcomes.append(await asyncio.to_thread(process, self.db, self.config, inbound_id))
+                outcomes.append(await asyncio.to_thread(process, self.db, self.config, inbound_id, parsed=parsed))
         return outcomes
 
 

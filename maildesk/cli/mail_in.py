@@ -74,7 +74,10 @@ def ingest(app: App, files: tuple[str, ...], maildir: str | None, notify: bool, 
                 log.info("accepted", inbound_id=row.id, file=name, duplicate=row.duplicate)
             if not run_process:
                 continue
-            outcomes = process_many(app.db, app.config, [row.id for row in spooled])
+            # Parsed before the processing transaction opens, so it holds the database only to write.
+            parsed = {row.id: parse(item.raw) for (_, item), row in zip(accepted, spooled, strict=True)
+                      if not row.duplicate}
+            outcomes = process_many(app.db, app.config, [row.id for row in spooled], parsed=parsed)
             for (name, _), outcome in zip(accepted, outcomes, strict=True):
                 if outcome.state == spool.FAILED:
                     click.echo(f"maildesk: {name}: accepted, processing failed: {outcome.detail}", err=True)

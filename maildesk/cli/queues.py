@@ -32,7 +32,8 @@ def inbound_list(app: App, failed: bool, state: str | None, as_json: bool) -> No
     if as_json:
         emit_json(rows)
         return
-    table(rows, [("id", 6), ("state", 7), ("source", 8), ("ticket_id", 9), ("message_id", 40), ("error", 50)])
+    shown = [{**row, "outcome": row["error"] or row["disposition"]} for row in rows]
+    table(shown, [("id", 6), ("state", 7), ("source", 8), ("ticket_id", 9), ("message_id", 40), ("outcome", 50)])
 
 
 @inbound.command("retry")

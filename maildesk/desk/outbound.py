@@ -95,7 +95,6 @@ def acknowledge(
     message: Message,
     *,
     now: datetime,
-    thread_index: str | None = None,
 ) -> Outbox | None:
     """Acknowledge a new ticket opened by ``message``, unless it was written by software."""
     if message.classification != NORMAL or message.direction != "in":
@@ -104,7 +103,7 @@ def acknowledge(
     to = Person(reply_to["address"], reply_to["name"]) if reply_to else Person(message.from_address, message.from_name)
     return enqueue(
         session, config, ticket, "ack", to=[to], now=now, parent=message,
-        message_text=message.new_text, parent_thread_index=thread_index,
+        message_text=message.new_text,
     )
 
 
@@ -153,6 +152,7 @@ def enqueue(
     rendered = renderer(config.outbound.templates).render_or_builtin(
         kind, context(config, ticket, served, **variables), queue=ticket.queue, language=served.language
     )
+    parent_thread_index = parent_thread_index or ticket.thread_index  # one Outlook conversation per ticket
     tag = threader.subject_tag(ticket.id, config.desk.tag_prefix)
     subject = rendered.subject if tag in rendered.subject else f"{tag} {rendered.subject}"
     message_id = new_message_id(config.desk.domain)

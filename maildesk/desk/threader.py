@@ -11,8 +11,9 @@ In this order:
    is a participant of that ticket. A stranger with a copied tag gets a new
    ticket linked to the old one, and the event log says why.
 
-A match on a closed ticket closed longer than the reopen window also opens
-a new linked ticket instead of reviving an old conversation.
+A match on a ticket closed longer than the reopen window opens a new ticket
+linked to it instead of reviving an old conversation; further mail from that
+sender to the old conversation joins the new ticket, not yet another one.
 """
 
 from __future__ import annotations
@@ -40,6 +41,8 @@ class ThreadMatch:
     claimed_keys: frozenset[str] | None = None
     """The message's ids that were already some ticket's keys when it was threaded
     (None if unknown): lets ``remember_keys`` skip looking them up again."""
+    answers_closed: bool = False
+    """The message belongs to ``linked_to``, a ticket closed longer than the reopen window."""
 
 
 def subject_tag(ticket_id: int, prefix: str = "") -> str:
@@ -85,15 +88,22 @@ def find_thread(
     if match.ticket is None:
         match = _match_by_tag(session, subject, sender, tag_prefix)
     if match.ticket is not None and _closed_too_long(match.ticket, reopen_window, now):
-        match = ThreadMatch(
-            None,
-            "new",
-            linked_to=match.ticket,
-            reason=(
-                f"ticket #{match.ticket.id} was closed on {match.ticket.closed_at:%Y-%m-%d}, "
-                f"longer than the reopen window of {reopen_window.days} days"
-            ),
-        )
+        closed = match.ticket
+        follow_up = _follow_up_of(session, closed, sender)
+        if follow_up is not None:
+            match = ThreadMatch(follow_up, "follow-up",
+                                reason=f"follows up ticket #{closed.id}, closed longer than the reopen window")
+        else:
+            match = ThreadMatch(
+                None,
+                "new",
+                linked_to=closed,
+                reason=(
+                    f"ticket #{closed.id} was closed on {closed.closed_at:%Y-%m-%d}, "
+                    f"longer than the reopen window of {reopen_window.days} days"
+                ),
+                answers_closed=True,
+            )
     return replace(match, claimed_keys=frozenset(claimed))
 
 
@@ -144,6 +154,19 @@ def _is_participant(session: Session, ticket_id: int, address: str) -> bool:
         Participant.ticket_id == ticket_id, Participant.address == address.lower()
     )
     return session.scalar(query) is not None
+
+
+def _follow_up_of(session: Session, closed: Ticket, sender: str) -> Ticket | None:
+    """The newest ticket not yet closed that is linked to ``closed`` and has ``sender`` on it."""
+    if not sender:
+        return None
+    query = (
+        select(Ticket).join(Participant, Participant.ticket_id == Ticket.id)
+        .where(Ticket.linked_ticket_id == closed.id, Ticket.status != "closed",
+               Participant.address == sender.lower())
+        .order_by(Ticket.id.desc()).limit(1)
+    )
+    return session.scalar(query)
 
 
 def _closed_too_long(ticket: Ticket, window: timedelta, now: datetime) -> bool:

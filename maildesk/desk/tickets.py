@@ -53,6 +53,8 @@ class IncomingMessage:
     defects: list[str]
     attachments: list[dict[str, Any]]
     """Each with filename, safe_filename, content_type, content_id, inline, size, sha256, content."""
+    thread_index: str | None = None
+    """Outlook's Thread-Index header, if the client sent one."""
 
 
 def record_event(
@@ -91,6 +93,7 @@ def open_ticket(
         support_address=support_address,
         tags=[],
         linked_ticket_id=linked_to.id if linked_to else None,
+        thread_index=(mail.thread_index or "")[:255] or None,
         assignee=None,
         created_at=now,
         updated_at=now,

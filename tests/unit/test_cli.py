@@ -17,6 +17,7 @@ import pytest
 from click.testing import CliRunner
 
 from maildesk.cli import main
+from maildesk.desk import tickets
 from tests.helpers import make_mail
 
 DATA = Path(__file__).parents[1] / "data"
@@ -202,6 +203,30 @@ def test_inbound_list_and_retry(config_file: Path) -> None:
     assert json.loads(out) == []
     code, out = cli(config_file, "inbound", "retry", str(row["id"]))
     assert code == 1 and "not a failed message" in out
+
+
+def test_a_failed_message_is_listed_with_its_error_and_retried(
+    config_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("bug in the desk")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(tickets, "add_message", broken)
+        result = CliRunner().invoke(main, ["-c", str(config_file), "ingest"], input=make_mail())
+    assert result.exit_code == 0  # accepted: safe in the spool, though not processed
+    code, out = cli(config_file, "inbound", "list", "--failed", "--json")
+    [row] = json.loads(out)
+    assert row["state"] == "failed" and "bug in the desk" in row["error"] and row["ticket_id"] is None
+    code, out = cli(config_file, "inbound", "list", "--failed")
+    assert "bug in the desk" in out
+
+    code, out = cli(config_file, "inbound", "retry", str(row["id"]))
+
+    assert code == 0 and f"inbound {row['id']}: done" in out
+    code, out = cli(config_file, "inbound", "list", "--json")
+    [row] = json.loads(out)
+    assert row["state"] == "done" and row["disposition"] == f"new ticket #{row['ticket_id']}"
 
 
 def test_a_bad_config_key_exits_2_naming_it(tmp_path: Path) -> None:

@@ -8,7 +8,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.helpers import make_mail
+import pytest
+import structlog.testing
+
+from maildesk.desk import tickets
+from tests.helpers import Desk, make_mail
 
 
 def test_ingest_logs_json_lines_bound_to_inbound_message_and_ticket(tmp_path: Path) -> None:
@@ -29,3 +33,16 @@ def test_ingest_logs_json_lines_bound_to_inbound_message_and_ticket(tmp_path: Pa
     assert applied[0]["message_id"] == "<logged@customer.example>"
     assert applied[0]["ticket_id"] == 1
     assert applied[0]["level"] == "info" and applied[0]["timestamp"].endswith("Z")
+
+
+def test_a_failing_message_is_logged_with_its_message_id(desk: Desk, monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("bug in the desk")
+
+    monkeypatch.setattr(tickets, "add_message", broken)
+    with structlog.testing.capture_logs() as logs:
+        outcome = desk.ingest(make_mail(message_id="<fails@customer.example>"))
+    assert outcome.state == "failed"
+    [failure] = [line for line in logs if line["event"] == "processing failed"]
+    assert failure["inbound_id"] == outcome.inbound_id
+    assert failure["message_id"] == "<fails@customer.example>"

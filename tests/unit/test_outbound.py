@@ -321,3 +321,20 @@ def test_status_changes_the_customer_should_know_about(desk: Desk, config: Confi
     assert solved["Subject"] == f"[#{outcome.ticket_id}] Your request has been solved: Printer on fire"
     assert solved["In-Reply-To"] == "<q1@customer.example>" and solved["Auto-Submitted"] == "auto-generated"
     assert "Replaced the toner." in solved.get_body(("plain",)).get_content()
+
+
+def test_every_mail_on_a_ticket_stays_in_the_customers_outlook_conversation(desk: Desk, config: Config) -> None:
+    import base64
+
+    from maildesk.desk import outbound
+
+    customers = base64.b64encode(bytes(range(22))).decode()
+    outcome = desk.ingest(make_mail(headers={"Thread-Index": customers}), notify=True, now=T0)
+    with desk.db.session() as session:
+        ticket = session.get(Ticket, outcome.ticket_id)
+        assert ticket is not None
+        outbound.status_changed(session, config, ticket, old="new", new="solved", now=T0 + timedelta(days=1))
+    ack, solved = (email.message_from_bytes(row.raw, policy=default) for row in outbox(desk))
+    for mail in (ack, solved):
+        index = base64.b64decode(str(mail["Thread-Index"]))
+        assert index[:22] == bytes(range(22)) and len(index) == 27  # a child of the customer's

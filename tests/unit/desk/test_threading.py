@@ -160,6 +160,22 @@ def test_reply_to_a_ticket_closed_long_ago_opens_a_new_linked_ticket(desk: Desk)
     assert desk.ticket(first.ticket_id)["status"] == "closed"
 
 
+def test_further_replies_to_a_ticket_closed_long_ago_join_the_one_new_ticket(desk: Desk) -> None:
+    first = desk.ingest(make_mail(message_id="<old2@customer.example>"))
+    with desk.db.session() as session:
+        session.execute(update(Ticket).values(status="closed", closed_at=BASE_DATE - timedelta(days=400)))
+    # Two answers to the old conversation, neither naming the other (sent from two devices).
+    one = desk.ingest(make_mail(in_reply_to="<old2@customer.example>", body="One more thing"), now=BASE_DATE)
+    two = desk.ingest(make_mail(in_reply_to="<old2@customer.example>", body="And another"), now=BASE_DATE)
+    stranger = desk.ingest(make_mail(sender="mallory@elsewhere.example", in_reply_to="<old2@customer.example>"),
+                           now=BASE_DATE)
+
+    assert one.created and two.ticket_id == one.ticket_id != first.ticket_id
+    assert desk.ticket(one.ticket_id)["events"][-1]["reason"] == "customer mail joined by follow-up"
+    # Someone not on the follow-up ticket does not land in it.
+    assert stranger.created and stranger.ticket_id not in (first.ticket_id, one.ticket_id)
+
+
 def test_reply_to_a_recently_closed_ticket_reopens_it(desk: Desk) -> None:
     first = desk.ingest(make_mail(message_id="<recent@customer.example>"))
     with desk.db.session() as session:
