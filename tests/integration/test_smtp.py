@@ -229,3 +229,54 @@ def test_empty_message_is_refused(listener: RunningListener, db: Database) -> No
         client.rcpt("support@example.com")
         assert client.data(b"")[0] == 554
     assert spool.list_inbound(db) == []
+
+
+def swaks_send(swaks: str, listener: RunningListener, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([swaks, "--server", listener.host, "--port", str(listener.port), "--from", CUSTOMER,
+                           *args], capture_output=True, text=True, timeout=60)
+
+
+def test_swaks_single_message(listener: RunningListener, swaks: str, db: Database, desk: Desk) -> None:
+    result = swaks_send(swaks, listener, "--to", "support@example.com", "--header", "Subject: Sent by swaks")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"<-  250 2.0.0 OK queued as {only_row(db).id}" in result.stdout
+    [outcome] = process_queued(db, listener.config)
+    assert desk.ticket(outcome.ticket_id)["subject"] == "Sent by swaks"
+
+
+def test_swaks_unknown_recipient_refused_the_other_accepted(listener: RunningListener, swaks: str,
+                                                             db: Database) -> None:
+    result = swaks_send(swaks, listener, "--to", "nobody@elsewhere.example,support@example.com")
+    assert "<** 550 5.1.1 <nobody@elsewhere.example>: no such mailbox here" in result.stdout
+    assert "<-  250 2.0.0 OK queued as" in result.stdout
+    assert only_row(db).envelope["rcpt_to"] == ["support@example.com"]
+
+
+def test_swaks_oversize_gets_552(start_listener: StartListener, swaks: str, db: Database) -> None:
+    listener = start_listener(smtp={"max_message_size": 2000})
+    result = swaks_send(swaks, listener, "--to", "support@example.com", "--body", "x" * 5000)
+    assert "<** 552 5.3.4 Message too big for system" in result.stdout, result.stdout
+    assert spool.list_inbound(db) == []
+
+
+def test_a_bug_while_storing_is_answered_451_never_500(
+    start_listener: StartListener, db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("a bug, not an outage")
+
+    monkeypatch.setattr(spool, "put_many", broken)
+    for protocol in ("smtp", "lmtp"):
+        listener = start_listener(smtp={"protocol": protocol})
+        client = (smtplib.LMTP if protocol == "lmtp" else smtplib.SMTP)(listener.host, listener.port)
+        with client:
+            client.ehlo()
+            client.mail(CUSTOMER)
+            client.rcpt("support@example.com")
+            client.rcpt("billing@example.com")
+            replies = [client.data(make_mail())] + ([client.getreply()] if protocol == "lmtp" else [])
+            assert client.noop()[0] == 250  # in step: nothing left unread
+        assert [code for code, _ in replies] == [451] * len(replies), protocol
+        assert all(text.startswith(b"4.3.0") for _, text in replies)
+    monkeypatch.undo()
+    assert spool.list_inbound(db) == []

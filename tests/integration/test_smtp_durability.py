@@ -18,11 +18,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import select
 from sqlalchemy.engine import make_url
 
 from maildesk import spool
 from maildesk.config import parse_config
 from maildesk.db import Database, open_database
+from maildesk.models import Outbox
 from maildesk.process import process_queued
 from tests.helpers import Desk, make_mail
 from tests.integration.conftest import RunningListener, TcpProxy, wait_until
@@ -150,7 +152,42 @@ def test_sigkill_after_250_then_restart_processes_exactly_once(
     [row] = spool.list_inbound(db)
     assert desk.ticket_count() == 1
     assert [m["direction"] for m in desk.ticket(row.ticket_id)["messages"]].count("in") == 1
+    with db.session() as session:
+        assert session.scalars(select(Outbox.kind)).all() == ["ack"]  # one acknowledgement, not two
     assert '"msg": "maildesk stopped"' in log.read_text()
+
+
+def test_sigkill_in_the_middle_of_processing_then_restart_processes_each_exactly_once(
+    config_data: dict, db: Database, tmp_path: Path
+) -> None:
+    desk = Desk(db, parse_config(config_data))
+    count = 200
+    with serve(write_config(tmp_path / "accept.toml", config_data, processor=False), tmp_path / "accept.log") as (
+        process, port
+    ):
+        with smtplib.SMTP("127.0.0.1", port) as client:
+            for n in range(count):
+                assert client.sendmail(CUSTOMER, ["support@example.com"],
+                                       make_mail(subject=f"Request {n}", message_id=f"<kill-{n}@c.example>")) == {}
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=15) == 0
+
+    full = write_config(tmp_path / "full.toml", config_data, processor=True)
+    with serve(full, tmp_path / "first.log") as (process, _port):
+        # Killed while the processor is at work: wherever it is, its transaction is lost whole.
+        wait_until(lambda: desk.ticket_count() > 0, what="processing to begin")
+        process.send_signal(signal.SIGKILL)
+        assert process.wait(timeout=15) == -signal.SIGKILL
+    at_kill = spool.counts(db)
+    assert at_kill.get(spool.QUEUED, 0) > 0, f"all {count} were processed before the kill: {at_kill}"
+
+    with serve(full, tmp_path / "second.log") as (process, _port):
+        wait_until(lambda: spool.counts(db) == {spool.DONE: count}, what="every message to be processed")
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=15) == 0
+    assert desk.ticket_count() == count
+    with db.session() as session:
+        assert session.scalars(select(Outbox.kind)).all() == ["ack"] * count
 
 
 def test_a_port_in_use_is_a_clear_error(tmp_path: Path) -> None:
