@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import traceback
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -30,7 +30,7 @@ from sqlalchemy.orm import Session
 from maildesk import spool
 from maildesk.config import AddressConfig, Config
 from maildesk.db import Database
-from maildesk.desk import outbound, threader, tickets
+from maildesk.desk import merge, outbound, threader, tickets
 from maildesk.desk.tickets import IncomingMessage, Person
 from maildesk.errors import TemporaryFailure
 from maildesk.mail import classify
@@ -259,6 +259,8 @@ def _apply(
                 f"not on any ticket: {verdict.kind} ({verdict.reason}) answering no ticket of ours"
             )), message_id
 
+    if match.ticket is not None and match.also and verdict.kind == classify.NORMAL:
+        match = _join_split_conversation(session, match, mail.sender.address, now)
     created = match.ticket is None
     if created:
         ticket = tickets.open_ticket(
@@ -295,6 +297,21 @@ def _apply(
     log.info("message applied", ticket_id=ticket.id, created=created, via=match.via, classification=verdict.kind)
     disposition = f"new ticket #{ticket.id}" if created else f"added to ticket #{ticket.id} ({match.via})"
     return Outcome(inbound.id, spool.DONE, ticket.id, created=created, detail=disposition), message_id
+
+
+def _join_split_conversation(
+    session: Session, match: threader.ThreadMatch, sender: str, now: datetime
+) -> threader.ThreadMatch:
+    """This message links tickets that are one conversation: merge those its sender is on."""
+    assert match.ticket is not None
+    joined = merge.mergeable(session, [match.ticket, *match.also], sender)
+    if match.ticket not in joined or len(joined) < 2:
+        return match
+    survivor, *absorbed = joined
+    for ticket in absorbed:
+        merge.merge_into(session, survivor, ticket, actor=sender, now=now,
+                         reason=f"one conversation: {match.reason} links ticket #{ticket.id} to #{survivor.id}")
+    return replace(match, ticket=survivor, via=f"{match.via}, merged")
 
 
 def _served_address(config: Config, inbound: _Spooled, parsed: ParsedMail) -> AddressConfig:

@@ -9,6 +9,7 @@ from sqlalchemy.orm import selectinload
 
 from maildesk import present
 from maildesk.cli import App, emit_json, fail, table, temporary_failures_exit, who
+from maildesk.desk.tickets import MERGED
 from maildesk.models import Message, Ticket
 
 
@@ -18,7 +19,7 @@ def tickets() -> None:
 
 
 @tickets.command("list")
-@click.option("--status", help="Only tickets with this status.")
+@click.option("--status", help="Only tickets with this status (merged tickets show only when asked for).")
 @click.option("--queue", help="Only tickets in this queue.")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_obj
@@ -28,6 +29,8 @@ def tickets_list(app: App, status: str | None, queue: str | None, as_json: bool)
         query = select(Ticket).order_by(Ticket.id.desc())
         if status:
             query = query.where(Ticket.status == status)
+        else:
+            query = query.where(Ticket.status != MERGED)
         if queue:
             query = query.where(Ticket.queue == queue)
         rows = [present.ticket_summary(t) for t in session.scalars(query)]

@@ -26,6 +26,7 @@ from functools import lru_cache
 from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
+from maildesk.desk.tickets import MERGED
 from maildesk.models import Participant, ThreadKey, Ticket, append_rows
 
 
@@ -43,6 +44,8 @@ class ThreadMatch:
     (None if unknown): lets ``remember_keys`` skip looking them up again."""
     answers_closed: bool = False
     """The message belongs to ``linked_to``, a ticket closed longer than the reopen window."""
+    also: tuple[Ticket, ...] = ()
+    """Other tickets the message's ids name: one conversation split in two (see desk/merge.py)."""
 
 
 def subject_tag(ticket_id: int, prefix: str = "") -> str:
@@ -123,7 +126,9 @@ def _match_by_ids(
     for key in keys:
         if key in found:
             via = "in-reply-to" if key in in_reply_to else "references" if key in references else "message-id"
-            return ThreadMatch(session.get(Ticket, found[key]), via, reason=f"{via} {key}")
+            others = dict.fromkeys(t for t in found.values() if t != found[key])
+            return ThreadMatch(session.get(Ticket, found[key]), via, reason=f"{via} {key}",
+                               also=tuple(t for t in (session.get(Ticket, i) for i in others) if t is not None))
     return ThreadMatch(None, "new")
 
 
@@ -132,6 +137,8 @@ def _match_by_tag(session: Session, subject: str, sender: str, prefix: str) -> T
     if ticket_id is None:
         return ThreadMatch(None, "new")
     ticket = session.get(Ticket, ticket_id)
+    while ticket is not None and ticket.status == MERGED and ticket.linked_ticket_id is not None:
+        ticket = session.get(Ticket, ticket.linked_ticket_id)  # the tag of a ticket merged into another
     if ticket is None:
         return ThreadMatch(None, "new", reason=f"subject tag names ticket #{ticket_id}, which does not exist")
     if _is_participant(session, ticket.id, sender):

@@ -23,6 +23,8 @@ from maildesk.models import Attachment, Message, Participant, Ticket, TicketEven
 
 NEW, OPEN, PENDING, SOLVED, CLOSED = "new", "open", "pending", "solved", "closed"
 STATUSES = (NEW, OPEN, PENDING, SOLVED, CLOSED)
+MERGED = "merged"
+"""Not a status anyone sets: the ticket went into another (see desk/merge.py)."""
 SYSTEM = "maildesk"
 
 

@@ -128,6 +128,19 @@ def test_ingest_files_and_a_maildir(config_file: Path, tmp_path: Path) -> None:
     assert sorted(t["subject"] for t in json.loads(out)) == ["one", "three", "two"]
 
 
+def test_a_merged_ticket_is_listed_only_when_asked_for(config_file: Path) -> None:
+    # Reply first, then the original, then the mail between them: two tickets become one.
+    for mail in (make_mail(message_id="<r3@x.example>", in_reply_to="<r2@x.example>", subject="Re: Q"),
+                 make_mail(message_id="<r1@x.example>", subject="Q"),
+                 make_mail(message_id="<r2@x.example>", in_reply_to="<r1@x.example>", subject="Re: Q")):
+        assert run(config_file, "ingest", stdin=mail).returncode == 0
+    _, out = cli(config_file, "tickets", "list", "--json")
+    [live] = json.loads(out)
+    _, out = cli(config_file, "tickets", "list", "--status", "merged", "--json")
+    [merged] = json.loads(out)
+    assert merged["linked_ticket_id"] == live["id"] and merged["status"] == "merged"
+
+
 def test_ingest_of_a_missing_file_is_a_clear_error(config_file: Path, tmp_path: Path) -> None:
     result = run(config_file, "ingest", str(tmp_path / "nope.eml"))
     assert result.returncode == 65 and b"nope.eml" in result.stderr and b"Traceback" not in result.stderr

@@ -9,7 +9,7 @@ import itertools
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import update
+from sqlalchemy import select, update
 
 from maildesk.desk.threader import find_subject_tag, strip_subject_tag, subject_tag
 from maildesk.models import Message, Ticket
@@ -133,6 +133,53 @@ def test_a_conversation_is_one_ticket_in_any_arrival_order(desk: Desk, order: tu
         desk.ingest(mails[index])
     assert desk.ticket_count() == 1
     assert desk.message_count() == 4
+
+
+def live_tickets(desk: Desk) -> list[dict]:
+    """Every ticket not merged into another."""
+    with desk.db.session() as session:
+        ids = session.scalars(select(Ticket.id).order_by(Ticket.id)).all()
+    return [t for t in map(desk.ticket, ids) if t["status"] != "merged"]
+
+
+@pytest.mark.parametrize("order", list(itertools.permutations(range(4))))
+def test_a_conversation_whose_client_sends_only_in_reply_to_is_one_ticket_in_any_order(
+    desk: Desk, order: tuple[int, ...]
+) -> None:
+    ids = [f"<irt{i}@customer.example>" for i in range(4)]
+    mails = [make_mail(message_id=ids[0], subject="Q")]
+    mails += [make_mail(message_id=ids[i], subject="Re: Q", in_reply_to=ids[i - 1]) for i in range(1, 4)]
+    for index in order:
+        desk.ingest(mails[index])
+
+    [ticket] = live_tickets(desk)
+    assert sorted(m["message_id"] for m in ticket["messages"]) == sorted(ids)
+
+
+def test_a_merged_ticket_points_at_the_one_it_went_into_and_its_tag_still_works(desk: Desk) -> None:
+    late = desk.ingest(make_mail(message_id="<m3@c.example>", in_reply_to="<m2@c.example>", subject="Re: Q"))
+    first = desk.ingest(make_mail(message_id="<m1@c.example>", subject="Q"))
+    link = desk.ingest(make_mail(message_id="<m2@c.example>", in_reply_to="<m1@c.example>", subject="Re: Q"))
+
+    assert link.ticket_id == late.ticket_id < first.ticket_id
+    merged = desk.ticket(first.ticket_id)
+    assert (merged["status"], merged["linked_ticket_id"], merged["messages"]) == ("merged", late.ticket_id, [])
+    assert merged["events"][-1]["type"] == "merged"
+    assert "merged" in [e["type"] for e in desk.ticket(late.ticket_id)["events"]]
+    tagged = desk.ingest(make_mail(subject=f"Re: [#{first.ticket_id}] Q"))
+    assert tagged.ticket_id == late.ticket_id
+
+
+def test_a_stranger_naming_two_tickets_ids_does_not_merge_them(desk: Desk) -> None:
+    alice = desk.ingest(make_mail(message_id="<a3@c.example>", in_reply_to="<a2@c.example>"))
+    bob = desk.ingest(make_mail(sender="bob@other.example", message_id="<b1@other.example>"))
+    # Mallory's mail claims alice's missing id and answers bob's mail.
+    mallory = desk.ingest(make_mail(sender="mallory@evil.example", message_id="<a2@c.example>",
+                                    in_reply_to="<b1@other.example>"))
+
+    assert mallory.ticket_id == bob.ticket_id
+    assert {t["id"] for t in live_tickets(desk)} == {alice.ticket_id, bob.ticket_id}
+    assert [m["from"]["address"] for m in desk.ticket(alice.ticket_id)["messages"]] == ["alice@customer.example"]
 
 
 def test_reply_to_a_solved_ticket_reopens_it(desk: Desk) -> None:
