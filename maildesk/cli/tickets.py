@@ -1,7 +1,11 @@
-"""``maildesk tickets list`` and ``maildesk tickets show``: reading tickets,
-as a table or the documented JSON."""
+"""``maildesk tickets list`` and ``maildesk tickets show``: reading tickets, as
+a table or the documented JSON; ``maildesk tickets set-status``: an admin's
+status change, which the requester hears of as an update or solved mail."""
 
 from __future__ import annotations
+
+import os
+from datetime import UTC, datetime
 
 import click
 from sqlalchemy import select
@@ -9,7 +13,7 @@ from sqlalchemy.orm import selectinload
 
 from maildesk import present
 from maildesk.cli import App, emit_json, fail, table, temporary_failures_exit, who
-from maildesk.desk.tickets import MERGED
+from maildesk.desk.tickets import MERGED, STATUSES, set_status
 from maildesk.models import Message, Ticket
 
 
@@ -74,3 +78,29 @@ def tickets_show(app: App, ticket_id: int, as_json: bool) -> None:
     click.echo("\nhistory:")
     for item in data["events"]:
         click.echo(f"  {item['at']} {item['type']:<18} {item['actor']}: {item['reason']}")
+
+
+@tickets.command("set-status")
+@click.argument("ticket_id", type=int)
+@click.argument("status", type=click.Choice(STATUSES))
+@click.option("--note", default="", help="Text for the customer's update mail (and the history).")
+@click.option("--notify/--no-notify", default=True,
+              help="Mail the requester about the change (update, or solved); never for new or closed.")
+@click.option("--actor", default=lambda: f"cli:{os.environ.get('USER', 'admin')}", show_default="cli:$USER",
+              help="Who made the change, for the history.")
+@click.pass_obj
+def tickets_set_status(app: App, ticket_id: int, status: str, note: str, notify: bool, actor: str) -> None:
+    """Change a ticket's status; the requester hears of it as an update or solved mail."""
+    from maildesk.desk import outbound  # brings the templates, which the reading commands skip
+
+    with temporary_failures_exit(), app.db.session() as session:
+        ticket = session.get(Ticket, ticket_id)
+        if ticket is None or ticket.status == MERGED:
+            fail(f"no ticket #{ticket_id}" if ticket is None
+                 else f"ticket #{ticket_id} was merged into #{ticket.linked_ticket_id}", 1)
+        old, now = ticket.status, datetime.now(UTC)
+        set_status(session, ticket, status, actor=actor, now=now, reason=note or f"set to {status}")
+        mail = outbound.status_changed(session, app.config, ticket, old=old, new=status, now=now, note=note) \
+            if notify else None
+    said = f"ticket #{ticket_id}: {old} -> {status}"
+    click.echo(said + (f", {mail.kind} mail queued for {', '.join(mail.to)}" if mail is not None else ""))

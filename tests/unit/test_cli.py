@@ -261,3 +261,25 @@ def test_db_current_and_upgrade(config_file: Path) -> None:
     assert code == 0 and "database at revision" in out
     code, out = cli(config_file, "db", "current")
     assert code == 0 and "up to date" in out
+
+
+def test_set_status_tells_the_customer_and_the_history(config_file: Path) -> None:
+    run(config_file, "ingest", "--no-notify", stdin=make_mail(message_id="<st@x.example>"))
+
+    code, out = cli(config_file, "tickets", "set-status", "1", "solved", "--note", "Replaced the fuser.",
+                    "--actor", "agent@example.com")
+
+    assert code == 0 and out.strip() == "ticket #1: new -> solved, solved mail queued for alice@customer.example"
+    _, out = cli(config_file, "outbox", "list", "--json")
+    [mail] = json.loads(out)
+    assert mail["kind"] == "solved" and mail["subject"].startswith("[#1] ")
+    _, out = cli(config_file, "tickets", "show", "1", "--json")
+    ticket = json.loads(out)
+    assert ticket["status"] == "solved"
+    [change] = [e for e in ticket["events"] if e["type"] == "status"]
+    assert (change["actor"], change["reason"]) == ("agent@example.com", "Replaced the fuser.")
+
+    code, out = cli(config_file, "tickets", "set-status", "1", "closed")
+    assert code == 0 and out.strip() == "ticket #1: solved -> closed"  # closing is housekeeping: no mail
+    code, out = cli(config_file, "tickets", "set-status", "1", "done")
+    assert code == 2 and "'done' is not one of" in out
