@@ -3,8 +3,10 @@
 Conversations between customers and a support address: plain text,
 multipart/alternative, attachments (a few up to some MB), several charsets,
 and replies (about 40% of all mail) that carry In-Reply-To and References
-the way mail clients write them. ``generate()`` returns every message with
-the conversation it belongs to, in a shuffled arrival order.
+the way mail clients write them; about one customer in five uses a client
+that sends In-Reply-To alone, so a reply arriving before its parent's parent
+is only linked to it by the parent. ``generate()`` returns every message
+with the conversation it belongs to, in a shuffled arrival order.
 """
 
 from __future__ import annotations
@@ -53,7 +55,8 @@ def _message(rng: random.Random, conv: int, index: int, parent_ids: list[str], w
     mail["Message-ID"] = f"<c{conv}.m{index}.{rng.getrandbits(32):08x}@example.net>"
     if parent_ids:
         mail["In-Reply-To"] = parent_ids[-1]
-        mail["References"] = " ".join(parent_ids)
+        if conv % 5:  # every fifth customer's client leaves References out
+            mail["References"] = " ".join(parent_ids)
     body = _body(rng, text)
     if parent_ids:
         body += "\nOn Monday, Support wrote:\n> " + "\n> ".join(_body(rng, "").splitlines())
