@@ -88,10 +88,34 @@ def put_many(db: Database, items: Sequence[Item]) -> list[Spooled]:
                 results.append(Spooled(new_id, duplicate=False))
                 continue
             # Stored before, or earlier in this same transaction.
-            existing = session.scalar(select(Inbound.id).where(Inbound.sha256 == digest))
+            existing = session.scalar(select(Inbound).where(Inbound.sha256 == digest).with_for_update()
+                                      .options(defer(Inbound.raw)))
             assert existing is not None, "conflicting row vanished"
-            results.append(Spooled(existing, duplicate=True))
+            _remember_delivery(existing, item.envelope or {})
+            results.append(Spooled(existing.id, duplicate=True))
     return results
+
+
+MAX_REDELIVERIES = 20
+
+
+def _remember_delivery(row: Inbound, envelope: dict[str, Any]) -> None:
+    """The same bytes delivered again (say, one LMTP transaction per recipient): keep its envelope.
+
+    Recipients not seen before join ``rcpt_to`` while the message waits to be
+    processed, so processing sees every address it was delivered to; every
+    other envelope is listed under ``redeliveries``.
+    """
+    if not envelope or envelope == row.envelope:
+        return
+    stored = dict(row.envelope or {})
+    if row.state != DONE:
+        known = list(stored.get("rcpt_to", []))
+        stored["rcpt_to"] = known + [r for r in envelope.get("rcpt_to", []) if r not in known]
+    redeliveries = list(stored.get("redeliveries", []))
+    if len(redeliveries) < MAX_REDELIVERIES:
+        stored["redeliveries"] = [*redeliveries, envelope]
+    row.envelope = stored
 
 
 def _insert_for(db: Database):  # noqa: ANN202 - the dialect's Insert

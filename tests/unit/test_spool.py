@@ -5,7 +5,7 @@ transaction fails."""
 from __future__ import annotations
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.exc import StatementError
 
 from maildesk import spool
@@ -44,3 +44,25 @@ def test_a_failing_batch_stores_nothing(db: Database) -> None:
 
 def test_put_many_of_nothing_is_nothing(db: Database) -> None:
     assert spool.put_many(db, []) == []
+
+
+def test_the_same_bytes_delivered_again_keep_every_envelope(db: Database) -> None:
+    mail = make_mail()
+    to_support = {"rcpt_to": ["support@example.com"], "protocol": "lmtp"}
+    to_billing = {"rcpt_to": ["billing@example.com"], "protocol": "lmtp"}
+    first = spool.put(db, mail, source="lmtp", envelope=to_support)
+    assert spool.put(db, mail, source="lmtp", envelope=to_support).duplicate  # a plain retry: nothing to add
+    spool.put(db, mail, source="lmtp", envelope=to_billing)  # one LMTP transaction per recipient
+
+    [row] = spool.list_inbound(db)
+    assert row.id == first.id
+    assert row.envelope["rcpt_to"] == ["support@example.com", "billing@example.com"]
+    assert row.envelope["redeliveries"] == [to_billing]
+
+    with db.session() as session:
+        session.execute(update(Inbound).values(state=spool.DONE))
+    late = {"rcpt_to": ["sales@example.com"]}
+    spool.put(db, mail, source="lmtp", envelope=late)
+    [row] = spool.list_inbound(db)
+    assert row.envelope["rcpt_to"] == ["support@example.com", "billing@example.com"]  # processed: as it was
+    assert row.envelope["redeliveries"] == [to_billing, late]
