@@ -235,32 +235,14 @@ def _apply(
     )
     mail = _incoming(parsed, verdict)
     served = _served_address(config, inbound, parsed)
-    match = threader.find_thread(
-        session,
-        message_id=mail.message_id,
-        in_reply_to=mail.in_reply_to,
-        references=mail.references,
-        subject=mail.subject,
-        sender=mail.sender.address,
-        tag_prefix=config.desk.tag_prefix,
-        reopen_window=timedelta(days=config.desk.reopen_window_days),
-        now=now,
-    )
     bounced = outbound.find_bounced(session, verdict.bounced_message_ids) if verdict.kind == classify.BOUNCE else None
-    if bounced is not None and match.ticket is None:
-        match = threader.ThreadMatch(bounced.ticket, "bounce", reason="bounce of our own mail")
-    if match.ticket is None and verdict.kind in _ANSWERS_ONLY:
-        if match.answers_closed and match.linked_to is not None:
-            # An out-of-office to our mail on a long-closed ticket: file it there, open nothing.
-            match = threader.ThreadMatch(match.linked_to, "closed-ticket", reason=match.reason)
-        else:
-            log.info("automated mail without a ticket dropped", classification=verdict.kind, reason=verdict.reason)
-            return Outcome(inbound.id, spool.DONE, None, detail=(
-                f"not on any ticket: {verdict.kind} ({verdict.reason}) answering no ticket of ours"
-            )), message_id
+    match = _route(session, config, mail, verdict, bounced, now)
+    if match is None:
+        log.info("automated mail without a ticket dropped", classification=verdict.kind, reason=verdict.reason)
+        return Outcome(inbound.id, spool.DONE, None, detail=(
+            f"not on any ticket: {verdict.kind} ({verdict.reason}) answering no ticket of ours"
+        )), message_id
 
-    if match.ticket is not None and match.also and verdict.kind == classify.NORMAL:
-        match = _join_split_conversation(session, match, mail.sender.address, now)
     created = match.ticket is None
     if created:
         ticket = tickets.open_ticket(
@@ -297,6 +279,38 @@ def _apply(
     log.info("message applied", ticket_id=ticket.id, created=created, via=match.via, classification=verdict.kind)
     disposition = f"new ticket #{ticket.id}" if created else f"added to ticket #{ticket.id} ({match.via})"
     return Outcome(inbound.id, spool.DONE, ticket.id, created=created, detail=disposition), message_id
+
+
+def _route(
+    session: Session,
+    config: Config,
+    mail: IncomingMessage,
+    verdict: classify.Classification,
+    bounced: outbound.BouncedMail | None,
+    now: datetime,
+) -> threader.ThreadMatch | None:
+    """The ticket the message goes to (or a new one, maybe linked); None: it goes nowhere."""
+    match = threader.find_thread(
+        session,
+        message_id=mail.message_id,
+        in_reply_to=mail.in_reply_to,
+        references=mail.references,
+        subject=mail.subject,
+        sender=mail.sender.address,
+        tag_prefix=config.desk.tag_prefix,
+        reopen_window=timedelta(days=config.desk.reopen_window_days),
+        now=now,
+    )
+    if bounced is not None and match.ticket is None:
+        match = threader.ThreadMatch(bounced.ticket, "bounce", reason="bounce of our own mail")
+    if match.ticket is None and verdict.kind in _ANSWERS_ONLY:
+        if not (match.answers_closed and match.linked_to is not None):
+            return None
+        # An out-of-office to our mail on a long-closed ticket: file it there, open nothing.
+        match = threader.ThreadMatch(match.linked_to, "closed-ticket", reason=match.reason)
+    if match.ticket is not None and match.also and verdict.kind == classify.NORMAL:
+        match = _join_split_conversation(session, match, mail.sender.address, now)
+    return match
 
 
 def _join_split_conversation(
