@@ -78,13 +78,12 @@ class Base(DeclarativeBase):
 
 
 class Inbound(Base):
-    """The inbound spool: every raw message as it arrived, kept before anything else."""
+    """The inbound spool: every message as it arrived (its bytes in ``InboundRaw``), kept before anything else."""
 
     __tablename__ = "inbound"
 
     id: Mapped[intpk]
     sha256: Mapped[str] = mapped_column(String(64), unique=True)
-    raw: Mapped[bytes] = mapped_column(LargeBinary)
     size: Mapped[int] = mapped_column(BigInteger)
     source: Mapped[short]
     envelope: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
@@ -98,6 +97,19 @@ class Inbound(Base):
     processed_at: Mapped[optional_time]
     ticket_id: Mapped[int | None] = mapped_column(ForeignKey("tickets.id"))
     message_id: Mapped[str | None] = mapped_column(String(998))
+
+
+class InboundRaw(Base):
+    """A spooled message's raw bytes: written once, never updated.
+
+    Apart from its ``inbound`` row because SQLite rewrites a whole row on
+    every UPDATE, and the spool row is updated when the message is processed.
+    """
+
+    __tablename__ = "inbound_raw"
+
+    inbound_id: Mapped[int] = mapped_column(ForeignKey("inbound.id"), primary_key=True)
+    raw: Mapped[bytes] = mapped_column(LargeBinary)
 
 
 class Ticket(Base):

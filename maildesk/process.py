@@ -48,7 +48,7 @@ _THREADING_LOCK = 0x6D61696C
 
 # Statements built once: SQLAlchemy then finds them compiled in its cache every time.
 _CLAIM = (
-    select(Inbound.id, Inbound.state, Inbound.ticket_id, Inbound.raw, Inbound.envelope, Inbound.notify)
+    select(Inbound.id, Inbound.state, Inbound.ticket_id, Inbound.envelope, Inbound.notify)
     .where(Inbound.id == bindparam("inbound_id"))
     .with_for_update(skip_locked=True)
 )
@@ -59,7 +59,6 @@ _MARK_DONE = (
             ticket_id=bindparam("ticket_id"), message_id=bindparam("message_id"),
             disposition=bindparam("disposition"))
 )
-_RAW = select(Inbound.raw).where(Inbound.id == bindparam("inbound_id"))
 
 # Automated mail that only ever answers something of ours: it never opens a ticket.
 _ANSWERS_ONLY = (classify.AUTO_REPLY, classify.BOUNCE, classify.LOOP)
@@ -81,7 +80,6 @@ class _Spooled:
     id: int
     state: str
     ticket_id: int | None
-    raw: bytes
     envelope: dict[str, Any]
     notify: bool
 
@@ -99,8 +97,7 @@ def prepare(db: Database, inbound_id: int) -> ParsedMail | None:
     parses it itself (and records any failure).
     """
     try:
-        with db.session() as session:
-            raw = session.connection().execute(_RAW, {"inbound_id": inbound_id}).scalar()
+        raw = spool.raw_of(db, inbound_id)
         return parse(raw) if raw is not None else None
     except Exception as exc:  # noqa: BLE001 - process() will meet the same trouble and record it
         log.warning("cannot read a message ahead of processing", inbound_id=inbound_id, error=_describe(exc))
@@ -168,7 +165,10 @@ def _process_one(
     try:
         with session.begin_nested(), session.no_autoflush:
             if parsed is None:
-                parsed = parse(inbound.raw)
+                raw = spool.raw_in(session, inbound_id)
+                if raw is None:
+                    raise LookupError(f"the bytes of spooled message {inbound_id} are missing")
+                parsed = parse(raw)
             bound = bound.bind(message_id=parsed.message_id)
             outcome, message_id = _apply(session, config, inbound, parsed, clock(), bound)
             session.flush()

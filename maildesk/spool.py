@@ -18,12 +18,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import bindparam, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.orm import Session, defer
+from sqlalchemy.orm import Session
 
 from maildesk.db import Database
-from maildesk.models import Inbound, utcnow
+from maildesk.models import Inbound, InboundRaw, utcnow
 
 QUEUED, DONE, FAILED = "queued", "done", "failed"
 
@@ -74,7 +74,6 @@ def put_many(db: Database, items: Sequence[Item]) -> list[Spooled]:
             digest = hashlib.sha256(item.raw).hexdigest()
             row = {
                 "sha256": digest,
-                "raw": item.raw,
                 "size": len(item.raw),
                 "source": item.source,
                 "envelope": item.envelope or {},
@@ -85,11 +84,11 @@ def put_many(db: Database, items: Sequence[Item]) -> list[Spooled]:
             }
             new_id = connection.execute(insert, row).scalar()
             if new_id is not None:
+                connection.execute(_INSERT_RAW, {"inbound_id": new_id, "raw": item.raw})
                 results.append(Spooled(new_id, duplicate=False))
                 continue
             # Stored before, or earlier in this same transaction.
-            existing = session.scalar(select(Inbound).where(Inbound.sha256 == digest).with_for_update()
-                                      .options(defer(Inbound.raw)))
+            existing = session.scalar(select(Inbound).where(Inbound.sha256 == digest).with_for_update())
             assert existing is not None, "conflicting row vanished"
             _remember_delivery(existing, item.envelope or {})
             results.append(Spooled(existing.id, duplicate=True))
@@ -116,6 +115,20 @@ def _remember_delivery(row: Inbound, envelope: dict[str, Any]) -> None:
     if len(redeliveries) < MAX_REDELIVERIES:
         stored["redeliveries"] = [*redeliveries, envelope]
     row.envelope = stored
+
+
+_INSERT_RAW = insert(InboundRaw)
+_RAW_OF = select(InboundRaw.raw).where(InboundRaw.inbound_id == bindparam("inbound_id"))
+
+
+def raw_of(db: Database, inbound_id: int) -> bytes | None:
+    """A spooled message's bytes as they arrived; None if there is no such message."""
+    with db.session() as session:
+        return raw_in(session, inbound_id)
+
+
+def raw_in(session: Session, inbound_id: int) -> bytes | None:
+    return session.connection().execute(_RAW_OF, {"inbound_id": inbound_id}).scalar()
 
 
 def _insert_for(db: Database):  # noqa: ANN202 - the dialect's Insert
@@ -159,7 +172,7 @@ def retry(db: Database, inbound_id: int) -> bool:
 
 def list_inbound(db: Database, *, state: str | None = None, limit: int = 200) -> list[Inbound]:
     with db.session() as session:
-        query = select(Inbound).options(defer(Inbound.raw)).order_by(Inbound.id.desc()).limit(limit)
+        query = select(Inbound).order_by(Inbound.id.desc()).limit(limit)
         if state:
             query = query.where(Inbound.state == state)
         rows = list(session.scalars(query))

@@ -9,7 +9,7 @@ from pathlib import Path
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import inspect
+from sqlalchemy import inspect, text
 
 from maildesk.config import DatabaseConfig
 from maildesk.db import MIGRATIONS_DIR, Database, open_database
@@ -122,3 +122,21 @@ def test_sqlite_fsyncs_every_commit_unless_told_otherwise(tmp_path) -> None:  # 
                 assert connection.exec_driver_sql("PRAGMA synchronous").scalar() == expected
         finally:
             database.dispose()
+
+
+def test_spooled_bytes_survive_the_move_to_their_own_table_and_back(database_url: str) -> None:
+    database = Database(DatabaseConfig(url=database_url))
+    insert = text("INSERT INTO inbound (sha256, raw, size, source, envelope, notify, received_at, state, attempts) "
+                  "VALUES ('abc', :raw, 5, 'cli', '{}', true, CURRENT_TIMESTAMP, 'queued', 0)")
+    try:
+        database.upgrade("0003")
+        with database.engine.begin() as connection:
+            connection.execute(insert, {"raw": b"hello"})
+        database.upgrade("0004")
+        with database.engine.connect() as connection:
+            assert connection.execute(text("SELECT inbound_id, raw FROM inbound_raw")).all() == [(1, b"hello")]
+        database.downgrade("0003")
+        with database.engine.connect() as connection:
+            assert connection.execute(text("SELECT raw FROM inbound")).scalars().all() == [b"hello"]
+    finally:
+        database.dispose()

@@ -94,7 +94,7 @@ def test_spool_keeps_the_raw_bytes_and_envelope(desk: Desk) -> None:
     with desk.db.session() as session:
         row = session.get(Inbound, spooled.id)
         assert row is not None
-        assert row.raw == raw and row.size == len(raw) and row.state == "queued"
+        assert spool.raw_in(session, row.id) == raw and row.size == len(raw) and row.state == "queued"
         assert row.envelope["rcpt_to"] == ["support@example.com"]
 
 

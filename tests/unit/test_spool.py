@@ -20,7 +20,8 @@ def test_put_many_stores_each_message_and_answers_in_order(db: Database) -> None
                                   spool.Item(second, "lmtp")])
     assert [r.duplicate for r in results] == [False, False]
     with db.session() as session:
-        stored = {row.id: (row.raw, row.source, row.envelope) for row in session.scalars(select(Inbound))}
+        stored = {row.id: (spool.raw_in(session, row.id), row.source, row.envelope)
+                  for row in session.scalars(select(Inbound))}
     assert stored == {results[0].id: (first, "smtp", {"rcpt_to": ["support@example.com"]}),
                       results[1].id: (second, "lmtp", {})}
 
