@@ -40,6 +40,10 @@ def main() -> None:
             parse(mail.raw)
         parse_seconds = time.perf_counter() - started
 
+        empty = root / "Empty"
+        for sub in ("new", "cur", "tmp"):
+            (empty / sub).mkdir(parents=True)
+        start_up = min(_ingest(root / f"empty{n}", empty, [])[0] for n in range(3))
         runs = {}
         for label, flags in (("ingest --maildir", []), ("ingest --maildir --no-notify", ["--no-notify"])):
             runs[label], tickets_of = _ingest(root / label.replace(" ", "_"), maildir, flags)
@@ -49,10 +53,12 @@ def main() -> None:
     parse_rate = count / parse_seconds
     print(f"corpus: {count} messages, {megabytes:.1f} MB, {conversations} conversations")
     print(f"parse only:                    {parse_rate:8.1f} msg/s  ({parse_seconds:.2f} s)")
+    print(f"start-up of the command:       {start_up:8.2f} s (an empty Maildir; not in the parse-only figure)")
     for label, seconds in runs.items():
-        rate = count / seconds
-        print(f"{label + ':':<30} {rate:8.1f} msg/s  ({seconds:.2f} s, SQLite, incl. start-up), "
-              f"{rate / parse_rate:.0%} of parse-only (target >= 40%)")
+        rate, work_rate = count / seconds, count / (seconds - start_up)
+        print(f"{label + ':':<30} {work_rate:8.1f} msg/s  ({seconds - start_up:.2f} s, SQLite), "
+              f"{work_rate / parse_rate:.0%} of parse-only (target >= 40%); "
+              f"{rate:.1f} msg/s, {rate / parse_rate:.0%} with start-up")
     print(f"tickets: {tickets} for {conversations} conversations, "
           + ("each conversation on exactly one ticket" if not split and tickets == conversations
              else f"MISMATCH: {len(split)} conversations split over several tickets"))

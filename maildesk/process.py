@@ -6,10 +6,11 @@ processed again; a message already stored (same Message-ID) is recognised
 and not stored twice. An exception marks the row ``failed`` with its error,
 for ``maildesk inbound retry``; it never stops the next message.
 
-``process_many`` does the same for several messages in one transaction, each
-in a savepoint of its own, so a bulk import (``maildesk ingest --maildir``)
-pays for one commit per batch instead of one per message. A message that
-fails rolls back to its savepoint alone. The daemon processes one message
+``process_many`` does the same for several messages in one transaction, so a
+bulk import (``maildesk ingest --maildir``) pays for one commit per batch
+instead of one per message. Should one of them fail, the batch is rolled
+back and run again with a savepoint per message, so the failing message
+rolls back alone and is marked failed. The daemon processes one message
 per transaction: on PostgreSQL a batch would hold the threading lock for
 all its messages and keep the other daemons from working in parallel.
 """
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import traceback
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -126,15 +128,23 @@ def process_many(
 ) -> list[Outcome]:
     """Process several spooled messages in one transaction, in order; one outcome each.
 
-    Raises TemporaryFailure (nothing is committed) when the database is
-    unavailable. Should the commit itself fail for another reason, the
-    messages are tried again one transaction each, so one cannot sink the rest,
-    and a message whose own commit fails is marked ``failed``.
+    A batch first runs without a savepoint per message (they cost more than
+    a small message's own writes); if a message fails, the batch is rolled
+    back and run again with one savepoint each, so that message alone is
+    marked ``failed``. Raises TemporaryFailure (nothing is committed) when the
+    database is unavailable. Should the commit itself fail for another
+    reason, the messages are tried again one transaction each, so one cannot
+    sink the rest, and a message whose own commit fails is marked ``failed``.
     """
+    parsed = parsed or {}
     try:
-        with db.session() as session:
-            return [_process_one(session, config, inbound_id, clock, (parsed or {}).get(inbound_id))
-                    for inbound_id in inbound_ids]
+        if len(inbound_ids) > 1:
+            try:
+                return _run(db, config, inbound_ids, clock, parsed, isolated=False)
+            except _BatchFailed as failed:
+                log.info("a message of the batch failed, processing the batch again with savepoints",
+                         inbound_id=failed.inbound_id, count=len(inbound_ids))
+        return _run(db, config, inbound_ids, clock, parsed, isolated=True)
     except TemporaryFailure:
         raise
     except Exception as exc:  # noqa: BLE001 - the commit failed: find the culprit one by one
@@ -149,9 +159,27 @@ def process_many(
         return [Outcome(inbound_id, spool.FAILED, detail=error)]
 
 
+class _BatchFailed(Exception):
+    """A message failed in a batch run without savepoints; the batch must be run again."""
+
+    def __init__(self, inbound_id: int) -> None:
+        super().__init__(f"spooled message {inbound_id} failed")
+        self.inbound_id = inbound_id
+
+
+def _run(
+    db: Database, config: Config, inbound_ids: Sequence[int], clock: Clock, parsed: Mapping[int, ParsedMail],
+    *, isolated: bool,
+) -> list[Outcome]:
+    with db.session() as session:
+        return [_process_one(session, config, inbound_id, clock, parsed.get(inbound_id), isolated=isolated)
+                for inbound_id in inbound_ids]
+
+
 def _process_one(
-    session: Session, config: Config, inbound_id: int, clock: Clock, parsed: ParsedMail | None
+    session: Session, config: Config, inbound_id: int, clock: Clock, parsed: ParsedMail | None, *, isolated: bool
 ) -> Outcome:
+    """Process one message in ``session``; ``isolated``: in a savepoint, so a failure is marked, not raised."""
     bound = log.bind(inbound_id=inbound_id)
     row = session.connection().execute(_CLAIM, {"inbound_id": inbound_id}).first()
     if row is None:
@@ -163,7 +191,7 @@ def _process_one(
     if inbound.state != spool.QUEUED:
         return Outcome(inbound_id, inbound.state, inbound.ticket_id, detail="already handled")
     try:
-        with session.begin_nested(), session.no_autoflush:
+        with session.begin_nested() if isolated else nullcontext(), session.no_autoflush:
             if parsed is None:
                 raw = spool.raw_in(session, inbound_id)
                 if raw is None:
@@ -177,8 +205,12 @@ def _process_one(
     except DBAPIError as exc:
         if exc.connection_invalidated:
             raise
+        if not isolated:
+            raise _BatchFailed(inbound_id) from exc
         return _failed(session, inbound_id, exc, bound)
     except Exception as exc:  # noqa: BLE001 - any bug in one message must not stop the rest
+        if not isolated:
+            raise _BatchFailed(inbound_id) from exc
         return _failed(session, inbound_id, exc, bound)
     session.connection().execute(_MARK_DONE, {
         "inbound_id": inbound_id, "processed_at": clock(), "ticket_id": outcome.ticket_id, "message_id": message_id,
