@@ -40,6 +40,7 @@ log = structlog.get_logger(__name__)
 IDENT = "maildesk"
 TRY_LATER = "451 4.3.0 Temporary failure, please try again later"
 TOO_BIG = "552 5.3.4 Message too big for system"
+CLOSING = "421 4.3.0 Temporary failure, closing connection; please try again later"
 BUSY = b"421 4.3.2 Too many connections, try again later\r\n"
 
 Accepted = Callable[[int], None]
@@ -164,6 +165,19 @@ class _Dialogue:
             status = await self._call_handler_hook("DATA")
         self._set_post_data_state()
         await self.push(status)
+
+    async def handle_exception(self: Any, error: Exception) -> str:
+        """A bug in the session itself (the spool write answers 451 on its own): a temporary failure.
+
+        An LMTP client that sent DATA waits for one reply per recipient, and
+        after an error we cannot know how many are owed; 421 and closing the
+        connection tells it, unambiguously, that all of them failed for now.
+        """
+        status = await super().handle_exception(error)  # type: ignore[misc]
+        if isinstance(self, LMTP):
+            asyncio.get_running_loop().call_soon(self.transport.close)  # after the 421 is written
+            return CLOSING
+        return status
 
     def connection_lost(self: Any, error: Exception | None) -> None:
         self.sessions.discard(self)

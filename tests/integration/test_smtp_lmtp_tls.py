@@ -11,8 +11,9 @@ import pytest
 
 from maildesk import spool
 from maildesk.config import parse_config
-from maildesk.errors import ConfigError
 from maildesk.db import Database
+from maildesk.errors import ConfigError
+from maildesk.receive import smtp as smtp_listener
 from tests.helpers import make_mail
 from tests.integration.conftest import StartListener, TlsFiles
 
@@ -150,3 +151,32 @@ def test_unreadable_certificate_is_a_config_error(start_listener: StartListener,
     missing = tmp_path / "missing.pem"
     with pytest.raises(ConfigError, match="smtp.tls_cert/tls_key: cannot load"):
         start_listener(smtp={"tls_cert": str(missing), "tls_key": str(missing)})
+
+
+def test_a_bug_in_an_lmtp_session_closes_it_with_421(
+    start_listener: StartListener, db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("a bug in reading DATA")
+
+    monkeypatch.setattr(smtp_listener, "read_data", broken)
+    listener = start_listener(smtp={"protocol": "lmtp"})
+    with smtplib.LMTP(listener.host, listener.port) as client:
+        client.ehlo()
+        client.mail(CUSTOMER)
+        client.rcpt("support@example.com")
+        client.rcpt("billing@example.com")
+        assert client.docmd("DATA")[0] == 354
+        assert client.getreply()[0] == 421  # not one 451 for two waiting recipients: the session ends
+        with pytest.raises(smtplib.SMTPServerDisconnected):
+            client.noop()
+    assert spool.list_inbound(db) == []
+
+    smtp = start_listener()  # SMTP owes one reply: 451, and the session goes on
+    with smtplib.SMTP(smtp.host, smtp.port) as client:
+        client.ehlo()
+        client.mail(CUSTOMER)
+        client.rcpt("support@example.com")
+        assert client.docmd("DATA")[0] == 354
+        assert client.getreply()[0] == 451
+        assert client.noop()[0] == 250
