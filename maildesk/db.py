@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Engine, create_engine, event, inspect, text
+from sqlalchemy import Connection, Engine, create_engine, event, inspect, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from alembic.config import Config as AlembicConfig
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+_READ_ONLY = "maildesk_read_only"
 VERSION_TABLE = "alembic_version"
 
 
@@ -65,8 +66,11 @@ class Database:
             cursor.close()
 
         @event.listens_for(engine, "begin")
-        def _begin_immediate(connection: Any) -> None:
-            connection.exec_driver_sql("BEGIN IMMEDIATE")
+        def _begin(connection: Any) -> None:
+            # Writers take the write lock at BEGIN (a read upgraded to a write can deadlock);
+            # readers take none: in WAL mode they never wait for a writer.
+            read_only = connection.get_execution_options().get(_READ_ONLY, False)
+            connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
         return engine
 
@@ -86,6 +90,17 @@ class Database:
             if exc.connection_invalidated:
                 raise TemporaryFailure(f"database connection lost: {_first_line(exc)}") from exc
             raise
+
+    @contextmanager
+    def reading(self) -> Iterator[Connection]:
+        """A read-only transaction; on SQLite it never waits for (nor blocks) a writer."""
+        try:
+            with self.engine.connect() as connection:
+                connection.execution_options(**{_READ_ONLY: True})
+                with connection.begin():
+                    yield connection
+        except OperationalError as exc:
+            raise TemporaryFailure(f"database unavailable: {_first_line(exc)}") from exc
 
     # migrations -----------------------------------------------------------
     # Alembic is imported only where it runs migrations or reads the scripts:

@@ -91,7 +91,7 @@ def utc_now() -> datetime:
 
 
 def prepare(db: Database, inbound_id: int) -> ParsedMail | None:
-    """Read and parse a spooled message before its transaction, holding no lock.
+    """Read (in a read-only transaction) and parse a spooled message before its own transaction.
 
     The daemon calls this outside its turn at the database, so a slow parse
     never delays the listener's spool commits (on SQLite only one writer runs
@@ -348,10 +348,15 @@ def _route(
 def _join_split_conversation(
     session: Session, match: threader.ThreadMatch, sender: str, now: datetime
 ) -> threader.ThreadMatch:
-    """This message links tickets that are one conversation: merge those its sender is on."""
+    """This message links tickets that are one conversation: merge those its sender opened."""
     assert match.ticket is not None
-    joined = merge.mergeable(session, [match.ticket, *match.also], sender)
+    joined = merge.mergeable([match.ticket, *match.also], sender)
     if match.ticket not in joined or len(joined) < 2:
+        others = ", ".join(f"#{t.id}" for t in match.also)
+        tickets.record_event(session, match.ticket, "also_names", now=now, actor=sender,
+                             reason=f"a mail from {sender or 'an unknown sender'} on this ticket also names "
+                                    f"ticket {others}; not merged (only their requester's mail merges tickets)",
+                             tickets=[t.id for t in match.also])
         return match
     survivor, *absorbed = joined
     for ticket in absorbed:

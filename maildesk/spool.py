@@ -18,12 +18,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import structlog
 from sqlalchemy import bindparam, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from maildesk.db import Database
 from maildesk.models import Inbound, InboundRaw, utcnow
+
+log = structlog.get_logger(__name__)
 
 QUEUED, DONE, FAILED = "queued", "done", "failed"
 
@@ -88,10 +91,18 @@ def put_many(db: Database, items: Sequence[Item]) -> list[Spooled]:
                 results.append(Spooled(new_id, duplicate=False))
                 continue
             # Stored before, or earlier in this same transaction.
-            existing = session.scalar(select(Inbound).where(Inbound.sha256 == digest).with_for_update())
-            assert existing is not None, "conflicting row vanished"
-            _remember_delivery(existing, item.envelope or {})
-            results.append(Spooled(existing.id, duplicate=True))
+            # Skip a row the processor holds: the listener must never wait on processing.
+            existing = session.scalar(select(Inbound).where(Inbound.sha256 == digest).with_for_update(skip_locked=True))
+            if existing is not None:
+                _remember_delivery(existing, item.envelope or {})
+                results.append(Spooled(existing.id, duplicate=True))
+                continue
+            held = session.scalar(select(Inbound.id).where(Inbound.sha256 == digest))
+            assert held is not None, "conflicting row vanished"
+            if item.envelope:
+                log.info("same message delivered again while being processed; envelope only logged",
+                         inbound_id=held, envelope=item.envelope)
+            results.append(Spooled(held, duplicate=True))
     return results
 
 
@@ -122,9 +133,9 @@ _RAW_OF = select(InboundRaw.raw).where(InboundRaw.inbound_id == bindparam("inbou
 
 
 def raw_of(db: Database, inbound_id: int) -> bytes | None:
-    """A spooled message's bytes as they arrived; None if there is no such message."""
-    with db.session() as session:
-        return raw_in(session, inbound_id)
+    """A spooled message's bytes as they arrived; None if there is no such message. Takes no write lock."""
+    with db.reading() as connection:
+        return connection.execute(_RAW_OF, {"inbound_id": inbound_id}).scalar()
 
 
 def raw_in(session: Session, inbound_id: int) -> bytes | None:

@@ -22,6 +22,7 @@ from maildesk.mail.parse import parse, unusable_reason
 log = structlog.get_logger(__name__)
 
 SPOOL_BATCH = 50
+SPOOL_BATCH_BYTES = 32 * 1024 * 1024
 
 
 def _read_inputs(files: tuple[str, ...], maildir: str | None) -> Iterator[tuple[str, bytes]]:
@@ -102,14 +103,19 @@ def _spool(app: App, items: list[spool.Item]) -> list[spool.Spooled]:
         raise TemporaryFailure(f"cannot store the message: {error}") from exc
 
 
-def _batches(items: Iterator[tuple[str, bytes]], size: int) -> Iterator[list[tuple[str, bytes]]]:
-    """Group inputs so a Maildir import costs one spool commit and one processing commit per ``size`` messages."""
+def _batches(
+    items: Iterator[tuple[str, bytes]], size: int, max_bytes: int = SPOOL_BATCH_BYTES
+) -> Iterator[list[tuple[str, bytes]]]:
+    """Group inputs so a Maildir import costs one spool commit and one processing commit per ``size``
+    messages, or fewer when they are large (a batch is held in memory, parsed, until it is processed)."""
     batch: list[tuple[str, bytes]] = []
+    held = 0
     for item in items:
         batch.append(item)
-        if len(batch) == size:
+        held += len(item[1])
+        if len(batch) == size or held >= max_bytes:
             yield batch
-            batch = []
+            batch, held = [], 0
     if batch:
         yield batch
 

@@ -103,4 +103,9 @@ def tickets_set_status(app: App, ticket_id: int, status: str, note: str, notify:
         mail = outbound.status_changed(session, app.config, ticket, old=old, new=status, now=now, note=note) \
             if notify else None
     said = f"ticket #{ticket_id}: {old} -> {status}"
-    click.echo(said + (f", {mail.kind} mail queued for {', '.join(mail.to)}" if mail is not None else ""))
+    if mail is None:
+        click.echo(said)
+    elif mail.status == "suppressed":
+        click.echo(f"{said}; {mail.kind} mail to {', '.join(mail.to)} not sent: {mail.reason}")
+    else:
+        click.echo(f"{said}, {mail.kind} mail queued for {', '.join(mail.to)}")

@@ -3,14 +3,16 @@
 Replies can arrive before the mail that links them: C (answering B) opens a
 ticket, A opens another, and only when B (answering A) arrives is it plain
 that all three are one conversation. B's ids then name two tickets. If the
-sender of B is a participant of both, the younger ticket is merged into the
+sender of B is the requester of both, the younger ticket is merged into the
 older one: its messages, thread keys, participants, outgoing mail and spool
 rows move over, it keeps its own history, and its status becomes ``merged``
 with a link to the ticket it went into.
 
-The participant rule is what keeps this safe: Message-IDs are not secret, and
-a stranger who knows one of each of two customers' tickets must not be able
-to join them. Someone on both tickets could already write to both.
+The requester rule is what keeps this safe. Message-IDs are not secret, and
+anyone who knows one can reply into a ticket and so become one of its
+participants (a cc); only the customer who opened both tickets may have them
+joined. Otherwise the message joins the ticket its In-Reply-To names and
+that ticket's history says which others it also names, for an agent to judge.
 """
 
 from __future__ import annotations
@@ -27,14 +29,11 @@ from maildesk.models import Inbound, Message, Outbox, Participant, ThreadKey, Ti
 _MOVED_WITH_THE_TICKET = (Message, ThreadKey, Outbox, Inbound)
 
 
-def mergeable(session: Session, tickets: Iterable[Ticket], sender: str) -> list[Ticket]:
-    """The tickets (oldest first) that ``sender`` may have merged: live ones with them on it."""
-    live = [t for t in tickets if t.status not in (CLOSED, MERGED)]
-    if not sender or not live:
-        return []
-    on = set(session.scalars(select(Participant.ticket_id).where(
-        Participant.ticket_id.in_([t.id for t in live]), Participant.address == sender.lower())))
-    return sorted((t for t in live if t.id in on), key=lambda t: t.id)
+def mergeable(tickets: Iterable[Ticket], sender: str) -> list[Ticket]:
+    """The tickets (oldest first) that ``sender`` may have merged: live ones they opened."""
+    sender = sender.lower()
+    return sorted((t for t in tickets if sender and t.requester == sender and t.status not in (CLOSED, MERGED)),
+                  key=lambda t: t.id)
 
 
 def merge_into(session: Session, survivor: Ticket, absorbed: Ticket, *, actor: str, now: datetime,
@@ -47,6 +46,8 @@ def merge_into(session: Session, survivor: Ticket, absorbed: Ticket, *, actor: s
     if survivor.status == NEW and absorbed.status != NEW:
         survivor.status = OPEN
     survivor.updated_at = now
+    if survivor.linked_ticket_id is None and absorbed.linked_ticket_id not in (None, survivor.id):
+        survivor.linked_ticket_id = absorbed.linked_ticket_id  # e.g. the old ticket it follows up
     old = absorbed.status
     absorbed.status = MERGED
     absorbed.linked_ticket_id = survivor.id

@@ -224,8 +224,10 @@ def set_status(session: Session, ticket: Ticket, status: str, *, actor: str, now
         return
     old, ticket.status = ticket.status, status
     ticket.updated_at = now
+    if status in (NEW, OPEN, PENDING):  # back at work: no longer solved, nor closed
+        ticket.solved_at = ticket.closed_at = None
     if status == SOLVED:
-        ticket.solved_at = now
+        ticket.solved_at, ticket.closed_at = now, None
     if status == CLOSED:
         ticket.closed_at = now
     record_event(session, ticket, "status", now=now, actor=actor, reason=reason, old=old, new=status)

@@ -281,5 +281,20 @@ def test_set_status_tells_the_customer_and_the_history(config_file: Path) -> Non
 
     code, out = cli(config_file, "tickets", "set-status", "1", "closed")
     assert code == 0 and out.strip() == "ticket #1: solved -> closed"  # closing is housekeeping: no mail
+    for status in ("open", "solved", "open"):  # the per-ticket cap on automatic mail (3 in 10 minutes) bites
+        code, out = cli(config_file, "tickets", "set-status", "1", status)
+    assert code == 0 and out.strip().startswith("ticket #1: solved -> open; update mail to alice@customer.example "
+                                                 "not sent: rate limit")
+    _, out = cli(config_file, "tickets", "show", "1", "--json")
+    assert json.loads(out)["status"] == "open"
     code, out = cli(config_file, "tickets", "set-status", "1", "done")
     assert code == 2 and "'done' is not one of" in out
+
+
+def test_ingest_batches_hold_at_most_50_mails_or_32_mib() -> None:
+    from maildesk.cli.mail_in import _batches
+
+    small = [(f"{n}.eml", b"x" * 100) for n in range(120)]
+    assert [len(b) for b in _batches(iter(small), 50)] == [50, 50, 20]
+    large = [(f"{n}.eml", b"x" * (10 * 1024 * 1024)) for n in range(7)]
+    assert [len(b) for b in _batches(iter(large), 50)] == [4, 3]  # a batch closes once it holds 32 MiB

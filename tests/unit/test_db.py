@@ -140,3 +140,20 @@ def test_spooled_bytes_survive_the_move_to_their_own_table_and_back(database_url
             assert connection.execute(text("SELECT raw FROM inbound")).scalars().all() == [b"hello"]
     finally:
         database.dispose()
+
+
+def test_migrations_go_down_and_up_again_with_tickets_in_the_database(database_url: str, config_data: dict) -> None:
+    from maildesk.config import parse_config
+    from tests.helpers import Desk, make_mail
+
+    database = open_database(DatabaseConfig(url=database_url))
+    try:
+        desk = Desk(database, parse_config(config_data))
+        first = desk.ingest(make_mail(message_id="<q@c.example>"), notify=True)
+        desk.ingest(make_mail(in_reply_to="<q@c.example>"), notify=True)
+        database.downgrade("0001")  # every step down with rows that reference each other
+        database.upgrade()
+        assert desk.ticket(first.ticket_id)["subject"] == "Printer on fire"
+        assert len(desk.ticket(first.ticket_id)["messages"]) == 3  # two in, the acknowledgement out
+    finally:
+        database.dispose()

@@ -4,12 +4,16 @@ transaction fails."""
 
 from __future__ import annotations
 
+import sqlite3
+from pathlib import Path
+
 import pytest
 from sqlalchemy import select, update
 from sqlalchemy.exc import StatementError
 
 from maildesk import spool
-from maildesk.db import Database
+from maildesk.config import DatabaseConfig
+from maildesk.db import Database, open_database
 from maildesk.models import Inbound
 from tests.helpers import make_mail
 
@@ -67,3 +71,21 @@ def test_the_same_bytes_delivered_again_keep_every_envelope(db: Database) -> Non
     [row] = spool.list_inbound(db)
     assert row.envelope["rcpt_to"] == ["support@example.com", "billing@example.com"]  # processed: as it was
     assert row.envelope["redeliveries"] == [to_billing, late]
+
+
+def test_reading_the_bytes_never_waits_for_a_writer(tmp_path: Path) -> None:
+    # The daemon parses a message ahead of its turn at the database; that read must not
+    # queue behind the listener's commit (SQLite: one writer at a time).
+    db = open_database(DatabaseConfig(url=f"sqlite:///{tmp_path / 'x.db'}", busy_timeout_seconds=5))
+    try:
+        raw = make_mail()
+        spooled = spool.put(db, raw, source="test")
+        writer = sqlite3.connect(tmp_path / "x.db", isolation_level=None)
+        writer.execute("BEGIN IMMEDIATE")  # a writer holding the lock
+        try:
+            assert spool.raw_of(db, spooled.id) == raw  # with BEGIN IMMEDIATE: "database is locked" after 5 s
+        finally:
+            writer.execute("ROLLBACK")
+            writer.close()
+    finally:
+        db.dispose()

@@ -23,7 +23,9 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    with op.batch_alter_table('tickets', schema=None) as batch_op:
+    # ALTER TABLE ... DROP COLUMN (SQLite 3.35+), not a batch copy: SQLite refuses to
+    # drop and re-create a table that other tables' rows reference.
+    with op.batch_alter_table('tickets', schema=None, recreate='never') as batch_op:
         batch_op.drop_column('thread_index')
-    with op.batch_alter_table('inbound', schema=None) as batch_op:
+    with op.batch_alter_table('inbound', schema=None, recreate='never') as batch_op:
         batch_op.drop_column('disposition')

@@ -173,13 +173,18 @@ def test_a_merged_ticket_points_at_the_one_it_went_into_and_its_tag_still_works(
 def test_a_stranger_naming_two_tickets_ids_does_not_merge_them(desk: Desk) -> None:
     alice = desk.ingest(make_mail(message_id="<a3@c.example>", in_reply_to="<a2@c.example>"))
     bob = desk.ingest(make_mail(sender="bob@other.example", message_id="<b1@other.example>"))
-    # Mallory's mail claims alice's missing id and answers bob's mail.
-    mallory = desk.ingest(make_mail(sender="mallory@evil.example", message_id="<a2@c.example>",
-                                    in_reply_to="<b1@other.example>"))
+    # Mallory knows an id of each: she replies into both tickets (and so becomes a cc of each)...
+    desk.ingest(make_mail(sender="mallory@evil.example", in_reply_to="<a3@c.example>"))
+    desk.ingest(make_mail(sender="mallory@evil.example", in_reply_to="<b1@other.example>"))
+    # ...then sends a mail that claims alice's missing id and answers bob's mail.
+    bridge = desk.ingest(make_mail(sender="mallory@evil.example", message_id="<a2@c.example>",
+                                   in_reply_to="<b1@other.example>"))
 
-    assert mallory.ticket_id == bob.ticket_id
+    assert bridge.ticket_id == bob.ticket_id
     assert {t["id"] for t in live_tickets(desk)} == {alice.ticket_id, bob.ticket_id}
-    assert [m["from"]["address"] for m in desk.ticket(alice.ticket_id)["messages"]] == ["alice@customer.example"]
+    assert "bob@other.example" not in {m["from"]["address"] for m in desk.ticket(alice.ticket_id)["messages"]}
+    [note] = [e for e in desk.ticket(bob.ticket_id)["events"] if e["type"] == "also_names"]
+    assert f"#{alice.ticket_id}" in note["reason"] and "not merged" in note["reason"]
 
 
 def test_reply_to_a_solved_ticket_reopens_it(desk: Desk) -> None:
