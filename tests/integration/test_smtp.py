@@ -192,7 +192,8 @@ def test_a_bare_lf_dot_does_not_end_the_message(listener: RunningListener, db: D
         stream.close()
     data_replies = [r for r in replies if r.startswith((b"250 2.0.0", b"250 2.1.0"))]
     assert len(data_replies) == 2  # MAIL FROM, then the one message
-    assert spool.raw_of(db, only_row(db).id) == b"Subject: one\r\n\r\nfirst\n\r\nMAIL FROM:<x@y.example>\r\n\nsecond\r\n"
+    stored = spool.raw_of(db, only_row(db).id)
+    assert stored == b"Subject: one\r\n\r\nfirst\n\r\nMAIL FROM:<x@y.example>\r\n\nsecond\r\n"
 
 
 def test_connection_limit_answers_421(start_listener: StartListener) -> None:

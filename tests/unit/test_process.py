@@ -36,7 +36,8 @@ def test_same_message_id_with_other_bytes_is_stored_once(desk: Desk) -> None:
     first = desk.ingest(b"Received: from a by b; Mon, 2 Nov 2026 09:00:00 +0000\r\n" + raw)
     second = desk.ingest(b"Received: from c by d; Mon, 2 Nov 2026 09:00:01 +0000\r\n" + raw)
 
-    assert second.ticket_id == first.ticket_id and second.detail == f"duplicate Message-ID: already on ticket #{first.ticket_id}"
+    assert second.ticket_id == first.ticket_id
+    assert second.detail == f"duplicate Message-ID: already on ticket #{first.ticket_id}"
     assert (desk.ticket_count(), desk.message_count()) == (1, 1)
 
 
