@@ -1,12 +1,13 @@
-"""Test helpers: build realistic messages, and a Desk that ingests them."""
+"""Test helpers: build realistic messages, a Desk that ingests them, and a stand-in bug."""
 
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from email.utils import format_datetime
-from typing import Any
+from typing import Any, NoReturn
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import selectinload
@@ -19,6 +20,15 @@ from maildesk.process import Outcome, process
 
 _counter = itertools.count(1)
 BASE_DATE = datetime(2026, 11, 2, 9, 30, tzinfo=UTC)
+
+
+def raising(message: str) -> Callable[..., NoReturn]:
+    """A stand-in for any function that fails with a bug (RuntimeError), for monkeypatching."""
+
+    def broken(*args: object, **kwargs: object) -> NoReturn:
+        raise RuntimeError(message)
+
+    return broken
 
 
 def make_mail(

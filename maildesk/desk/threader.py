@@ -26,7 +26,7 @@ from functools import lru_cache
 from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
-from maildesk.desk.tickets import MERGED
+from maildesk.desk.tickets import CLOSED, MERGED
 from maildesk.models import Participant, ThreadKey, Ticket, append_rows
 
 
@@ -169,7 +169,7 @@ def _follow_up_of(session: Session, closed: Ticket, sender: str) -> Ticket | Non
         return None
     query = (
         select(Ticket).join(Participant, Participant.ticket_id == Ticket.id)
-        .where(Ticket.linked_ticket_id == closed.id, Ticket.status != "closed",
+        .where(Ticket.linked_ticket_id == closed.id, Ticket.status != CLOSED,
                Participant.address == sender.lower())
         .order_by(Ticket.id.desc()).limit(1)
     )
@@ -177,7 +177,7 @@ def _follow_up_of(session: Session, closed: Ticket, sender: str) -> Ticket | Non
 
 
 def _closed_too_long(ticket: Ticket, window: timedelta, now: datetime) -> bool:
-    return ticket.status == "closed" and ticket.closed_at is not None and now - ticket.closed_at > window
+    return ticket.status == CLOSED and ticket.closed_at is not None and now - ticket.closed_at > window
 
 
 def remember_keys(

@@ -14,7 +14,7 @@ from maildesk import spool
 from maildesk.db import Database
 from maildesk.models import Inbound
 from maildesk.process import process_queued
-from tests.helpers import Desk, make_mail
+from tests.helpers import Desk, make_mail, raising
 from tests.integration.conftest import RunningListener, StartListener, wait_until
 
 pytestmark = pytest.mark.integration
@@ -259,10 +259,7 @@ def test_swaks_oversize_gets_552(start_listener: StartListener, swaks: str, db: 
 def test_a_bug_while_storing_is_answered_451_never_500(
     start_listener: StartListener, db: Database, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def broken(*args: object, **kwargs: object) -> None:
-        raise RuntimeError("a bug, not an outage")
-
-    monkeypatch.setattr(spool, "put_many", broken)
+    monkeypatch.setattr(spool, "put_many", raising("a bug, not an outage"))
     for protocol in ("smtp", "lmtp"):
         listener = start_listener(smtp={"protocol": protocol})
         client = (smtplib.LMTP if protocol == "lmtp" else smtplib.SMTP)(listener.host, listener.port)

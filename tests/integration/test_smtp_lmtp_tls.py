@@ -14,7 +14,7 @@ from maildesk.config import parse_config
 from maildesk.db import Database
 from maildesk.errors import ConfigError
 from maildesk.receive import smtp as smtp_listener
-from tests.helpers import make_mail
+from tests.helpers import make_mail, raising
 from tests.integration.conftest import StartListener, TlsFiles
 
 pytestmark = pytest.mark.integration
@@ -156,10 +156,7 @@ def test_unreadable_certificate_is_a_config_error(start_listener: StartListener,
 def test_a_bug_in_an_lmtp_session_closes_it_with_421(
     start_listener: StartListener, db: Database, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def broken(*args: object, **kwargs: object) -> None:
-        raise RuntimeError("a bug in reading DATA")
-
-    monkeypatch.setattr(smtp_listener, "read_data", broken)
+    monkeypatch.setattr(smtp_listener, "read_data", raising("a bug in reading DATA"))
     listener = start_listener(smtp={"protocol": "lmtp"})
     with smtplib.LMTP(listener.host, listener.port) as client:
         client.ehlo()

@@ -18,7 +18,7 @@ from click.testing import CliRunner
 
 from maildesk.cli import main
 from maildesk.desk import tickets
-from tests.helpers import make_mail
+from tests.helpers import make_mail, raising
 
 DATA = Path(__file__).parents[1] / "data"
 
@@ -221,11 +221,8 @@ def test_inbound_list_and_retry(config_file: Path) -> None:
 def test_a_failed_message_is_listed_with_its_error_and_retried(
     config_file: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def broken(*args: object, **kwargs: object) -> None:
-        raise RuntimeError("bug in the desk")
-
     with monkeypatch.context() as patch:
-        patch.setattr(tickets, "add_message", broken)
+        patch.setattr(tickets, "add_message", raising("bug in the desk"))
         result = CliRunner().invoke(main, ["-c", str(config_file), "ingest"], input=make_mail())
     assert result.exit_code == 0  # accepted: safe in the spool, though not processed
     code, out = cli(config_file, "inbound", "list", "--failed", "--json")

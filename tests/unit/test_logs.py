@@ -12,7 +12,7 @@ import pytest
 import structlog.testing
 
 from maildesk.desk import tickets
-from tests.helpers import Desk, make_mail
+from tests.helpers import Desk, make_mail, raising
 
 
 def test_ingest_logs_json_lines_bound_to_inbound_message_and_ticket(tmp_path: Path) -> None:
@@ -36,10 +36,7 @@ def test_ingest_logs_json_lines_bound_to_inbound_message_and_ticket(tmp_path: Pa
 
 
 def test_a_failing_message_is_logged_with_its_message_id(desk: Desk, monkeypatch: pytest.MonkeyPatch) -> None:
-    def broken(*args: object, **kwargs: object) -> None:
-        raise RuntimeError("bug in the desk")
-
-    monkeypatch.setattr(tickets, "add_message", broken)
+    monkeypatch.setattr(tickets, "add_message", raising("bug in the desk"))
     with structlog.testing.capture_logs() as logs:
         outcome = desk.ingest(make_mail(message_id="<fails@customer.example>"))
     assert outcome.state == "failed"
