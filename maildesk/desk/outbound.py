@@ -32,7 +32,7 @@ from maildesk.config import AddressConfig, Config
 from maildesk.desk import threader
 from maildesk.desk.tickets import Person, record_event
 from maildesk.mail.classify import NORMAL, is_robot_address
-from maildesk.mail.compose import Outgoing, compose, new_message_id, references_for
+from maildesk.mail.compose import Outgoing, compose_bytes, new_message_id, references_for
 from maildesk.mail.quotes import REPLY_ABOVE_MARKER
 from maildesk.models import Message, Outbox, Ticket, append_row
 from maildesk.templating import renderer
@@ -161,14 +161,14 @@ def enqueue(
     raw = b""
     if not reason:
         try:
-            raw = compose(Outgoing(
+            raw = compose_bytes(Outgoing(
                 from_address=served.address, from_name=served.display_name,
                 to=[(p.name, p.address) for p in to], subject=subject,
                 text=rendered.text, html=rendered.html, message_id=message_id, date=now,
                 in_reply_to=parent.message_id if parent else None, references=references,
                 auto_submitted=AUTO_SUBMITTED[kind], bulk=AUTO_SUBMITTED[kind] is not None,
                 loop=served.address, parent_thread_index=parent_thread_index, topic=ticket.subject,
-            )).as_bytes()
+            ))
         except ValueError as exc:
             reason = str(exc)
     values: dict[str, Any] = dict(
