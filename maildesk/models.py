@@ -7,6 +7,8 @@ timezone-aware UTC.
 ``append_row`` / ``append_rows`` write rows that are only ever appended
 (messages, events, thread keys...) with one prepared INSERT, bypassing the
 ORM's unit of work, which costs several times the INSERT itself.
+``append_later`` holds rows nobody reads while the transaction runs (the
+ticket history) and writes them all at once before it commits.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Annotated, Any
 
 from sqlalchemy import (
     JSON,
+    event,
     BigInteger,
     Boolean,
     DateTime,
@@ -30,7 +33,7 @@ from sqlalchemy import (
     UniqueConstraint,
     insert,
 )
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship
+from sqlalchemy.orm import DeclarativeBase, Mapped, ORMExecuteState, Session, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
 
 
@@ -295,3 +298,40 @@ def append_rows(session: Session, model: type[Base], rows: list[dict[str, Any]])
     """INSERT ``rows`` of ``model`` now (all with the same keys), as one executemany."""
     if rows:
         session.connection().execute(_insert(model, returning_id=False), rows)
+
+
+_LATER = "maildesk.append_later"
+
+
+def append_later(session: Session, model: type[Base], row: dict[str, Any]) -> None:
+    """Append ``row`` of ``model`` with the others of this transaction, before it commits.
+
+    For rows that are written often and read rarely (a bulk import writes a
+    few events per message): one executemany per table and transaction
+    instead of one INSERT each. An ORM query of ``model`` in the same
+    transaction writes them first, so it finds them; a rollback drops them.
+    """
+    session.info.setdefault(_LATER, {}).setdefault(model, []).append(row)
+
+
+def write_appended(session: Session) -> None:
+    """Write the rows ``append_later`` holds, now (before a savepoint, say)."""
+    for model, rows in session.info.pop(_LATER, {}).items():
+        append_rows(session, model, rows)
+
+
+@event.listens_for(Session, "before_commit")
+def _write_before_commit(session: Session) -> None:
+    write_appended(session)
+
+
+@event.listens_for(Session, "after_soft_rollback")
+def _drop_on_rollback(session: Session, _previous: Any) -> None:
+    session.info.pop(_LATER, None)
+
+
+@event.listens_for(Session, "do_orm_execute")
+def _write_before_reading(state: ORMExecuteState) -> None:
+    pending = state.session.info.get(_LATER)
+    if pending and any(mapper.class_ in pending for mapper in state.all_mappers):
+        write_appended(state.session)

@@ -37,7 +37,7 @@ from maildesk.desk.tickets import IncomingMessage, Person
 from maildesk.errors import TemporaryFailure
 from maildesk.mail import classify
 from maildesk.mail.parse import Address, ParsedMail, parse
-from maildesk.models import Inbound, Message
+from maildesk.models import Inbound, Message, write_appended
 
 log = structlog.get_logger(__name__)
 
@@ -51,7 +51,7 @@ _THREADING_LOCK = 0x6D61696C
 # Statements built once: SQLAlchemy then finds them compiled in its cache every time.
 _CLAIM = (
     select(Inbound.id, Inbound.state, Inbound.ticket_id, Inbound.envelope, Inbound.notify)
-    .where(Inbound.id == bindparam("inbound_id"))
+    .where(Inbound.id.in_(bindparam("inbound_ids", expanding=True)))
     .with_for_update(skip_locked=True)
 )
 _STORED_ON = select(Message.ticket_id).where(Message.message_id == bindparam("message_id"))
@@ -167,29 +167,60 @@ class _BatchFailed(Exception):
         self.inbound_id = inbound_id
 
 
+class _Batch:
+    """The messages of one transaction: their spool rows, claimed together, and those to mark done.
+
+    The spool rows are marked done together at the end (one statement for
+    the batch); ``mark_done_now`` writes the marks so far at once, for a
+    step that moves spool rows between tickets (a merge).
+    """
+
+    def __init__(self, session: Session, inbound_ids: Sequence[int]) -> None:
+        self.session = session
+        rows = session.connection().execute(_CLAIM, {"inbound_ids": list(inbound_ids)})
+        self.claimed = {row.id: _Spooled(*row) for row in rows}
+        self._done: list[dict[str, Any]] = []
+
+    def done(self, inbound_id: int, outcome: Outcome, message_id: str, now: datetime) -> None:
+        self.claimed[inbound_id] = replace(self.claimed[inbound_id], state=spool.DONE, ticket_id=outcome.ticket_id)
+        self._done.append({"inbound_id": inbound_id, "processed_at": now, "ticket_id": outcome.ticket_id,
+                           "message_id": message_id, "disposition": outcome.detail})
+
+    def mark_done_now(self) -> None:
+        if self._done:
+            self.session.connection().execute(_MARK_DONE, self._done)
+            self._done = []
+
+
 def _run(
     db: Database, config: Config, inbound_ids: Sequence[int], clock: Clock, parsed: Mapping[int, ParsedMail],
     *, isolated: bool,
 ) -> list[Outcome]:
     with db.session() as session:
-        return [_process_one(session, config, inbound_id, clock, parsed.get(inbound_id), isolated=isolated)
-                for inbound_id in inbound_ids]
+        batch = _Batch(session, inbound_ids)
+        outcomes = [_process_one(batch, config, inbound_id, clock, parsed.get(inbound_id), isolated=isolated)
+                    for inbound_id in inbound_ids]
+        batch.mark_done_now()
+        return outcomes
 
 
 def _process_one(
-    session: Session, config: Config, inbound_id: int, clock: Clock, parsed: ParsedMail | None, *, isolated: bool
+    batch: _Batch, config: Config, inbound_id: int, clock: Clock, parsed: ParsedMail | None, *, isolated: bool
 ) -> Outcome:
-    """Process one message in ``session``; ``isolated``: in a savepoint, so a failure is marked, not raised."""
+    """Process one message of ``batch``; ``isolated``: in a savepoint, so a failure is marked, not raised."""
+    session = batch.session
     bound = log.bind(inbound_id=inbound_id)
-    row = session.connection().execute(_CLAIM, {"inbound_id": inbound_id}).first()
-    if row is None:
+    inbound = batch.claimed.get(inbound_id)
+    if inbound is None:
         exists = session.scalar(select(Inbound.id).where(Inbound.id == inbound_id))
         if exists is not None:
             return Outcome(inbound_id, "busy", detail="another worker has it")
         return Outcome(inbound_id, "missing", detail="no such spooled message")
-    inbound = _Spooled(*row)
     if inbound.state != spool.QUEUED:
         return Outcome(inbound_id, inbound.state, inbound.ticket_id, detail="already handled")
+    if isolated:  # what is pending goes in before this message's savepoint, which may yet roll back
+        batch.mark_done_now()
+        write_appended(session)
     try:
         with session.begin_nested() if isolated else nullcontext(), session.no_autoflush:
             if parsed is None:
@@ -198,7 +229,7 @@ def _process_one(
                     raise LookupError(f"the bytes of spooled message {inbound_id} are missing")
                 parsed = parse(raw)
             bound = bound.bind(message_id=parsed.message_id)
-            outcome, message_id = _apply(session, config, inbound, parsed, clock(), bound)
+            outcome, message_id = _apply(batch, config, inbound, parsed, clock(), bound)
             session.flush()
     except (OperationalError, TemporaryFailure):
         raise
@@ -212,10 +243,7 @@ def _process_one(
         if not isolated:
             raise _BatchFailed(inbound_id) from exc
         return _failed(session, inbound_id, exc, bound)
-    session.connection().execute(_MARK_DONE, {
-        "inbound_id": inbound_id, "processed_at": clock(), "ticket_id": outcome.ticket_id, "message_id": message_id,
-        "disposition": outcome.detail,
-    })
+    batch.done(inbound_id, outcome, message_id, clock())
     return outcome
 
 
@@ -246,18 +274,13 @@ def process_queued(db: Database, config: Config, *, clock: Clock = utc_now, limi
 
 
 def _apply(
-    session: Session, config: Config, inbound: _Spooled, parsed: ParsedMail, now: datetime, log: Any
+    batch: _Batch, config: Config, inbound: _Spooled, parsed: ParsedMail, now: datetime, log: Any
 ) -> tuple[Outcome, str]:
     """Apply the message to its ticket; the outcome and the Message-ID it was read with."""
+    session = batch.session
     message_id = parsed.message_id[:998]
     if session.get_bind().dialect.name == "postgresql":
         session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _THREADING_LOCK})
-
-    stored_on = session.connection().execute(_STORED_ON, {"message_id": message_id}).scalar()
-    if stored_on is not None:
-        log.info("duplicate message", ticket_id=stored_on)
-        return Outcome(inbound.id, spool.DONE, stored_on,
-                       detail=f"duplicate Message-ID: already on ticket #{stored_on}"), message_id
 
     verdict = classify.classify(
         parsed.message,
@@ -266,9 +289,18 @@ def _apply(
         own_domains=[config.desk.domain],
     )
     mail = _incoming(parsed, verdict)
+    claimed = threader.claimed_keys(session, threader.thread_keys(mail.message_id, mail.in_reply_to, mail.references))
+    stored_on = None
+    if message_id in claimed:  # else no stored message has this id (see threader.claimed_keys)
+        stored_on = session.connection().execute(_STORED_ON, {"message_id": message_id}).scalar()
+    if stored_on is not None:
+        log.info("duplicate message", ticket_id=stored_on)
+        return Outcome(inbound.id, spool.DONE, stored_on,
+                       detail=f"duplicate Message-ID: already on ticket #{stored_on}"), message_id
+
     served = _served_address(config, inbound, parsed)
     bounced = outbound.find_bounced(session, verdict.bounced_message_ids) if verdict.kind == classify.BOUNCE else None
-    match = _route(session, config, mail, verdict, bounced, now)
+    match = _route(batch, config, mail, verdict, bounced, claimed, now)
     if match is None:
         log.info("automated mail without a ticket dropped", classification=verdict.kind, reason=verdict.reason)
         return Outcome(inbound.id, spool.DONE, None, detail=(
@@ -314,14 +346,16 @@ def _apply(
 
 
 def _route(
-    session: Session,
+    batch: _Batch,
     config: Config,
     mail: IncomingMessage,
     verdict: classify.Classification,
     bounced: outbound.BouncedMail | None,
+    claimed: dict[str, int],
     now: datetime,
 ) -> threader.ThreadMatch | None:
     """The ticket the message goes to (or a new one, maybe linked); None: it goes nowhere."""
+    session = batch.session
     match = threader.find_thread(
         session,
         message_id=mail.message_id,
@@ -332,6 +366,7 @@ def _route(
         tag_prefix=config.desk.tag_prefix,
         reopen_window=timedelta(days=config.desk.reopen_window_days),
         now=now,
+        claimed=claimed,
     )
     if bounced is not None and match.ticket is None:
         match = threader.ThreadMatch(bounced.ticket, "bounce", reason="bounce of our own mail")
@@ -341,15 +376,16 @@ def _route(
         # An out-of-office to our mail on a long-closed ticket: file it there, open nothing.
         match = threader.ThreadMatch(match.linked_to, "closed-ticket", reason=match.reason)
     if match.ticket is not None and match.also and verdict.kind == classify.NORMAL:
-        match = _join_split_conversation(session, match, mail.sender.address, now)
+        match = _join_split_conversation(batch, match, mail.sender.address, now)
     return match
 
 
 def _join_split_conversation(
-    session: Session, match: threader.ThreadMatch, sender: str, now: datetime
+    batch: _Batch, match: threader.ThreadMatch, sender: str, now: datetime
 ) -> threader.ThreadMatch:
     """This message links tickets that are one conversation: merge those its sender opened."""
     assert match.ticket is not None
+    session = batch.session
     joined = merge.mergeable([match.ticket, *match.also], sender)
     if match.ticket not in joined or len(joined) < 2:
         others = ", ".join(f"#{t.id}" for t in match.also)
@@ -359,6 +395,7 @@ def _join_split_conversation(
                              tickets=[t.id for t in match.also])
         return match
     survivor, *absorbed = joined
+    batch.mark_done_now()  # the merge moves spool rows too, this batch's among them
     for ticket in absorbed:
         merge.merge_into(session, survivor, ticket, actor=sender, now=now,
                          reason=f"one conversation: {match.reason} links ticket #{ticket.id} to #{survivor.id}")

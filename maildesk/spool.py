@@ -70,6 +70,7 @@ def put_many(db: Database, items: Sequence[Item]) -> list[Spooled]:
     if not items:
         return []
     results = []
+    raws: list[dict[str, Any]] = []
     insert = _insert_for(db)
     with db.session() as session:
         connection = session.connection()
@@ -87,7 +88,7 @@ def put_many(db: Database, items: Sequence[Item]) -> list[Spooled]:
             }
             new_id = connection.execute(insert, row).scalar()
             if new_id is not None:
-                connection.execute(_INSERT_RAW, {"inbound_id": new_id, "raw": item.raw})
+                raws.append({"inbound_id": new_id, "raw": item.raw})
                 results.append(Spooled(new_id, duplicate=False))
                 continue
             # Stored before, or earlier in this same transaction.
@@ -103,6 +104,8 @@ def put_many(db: Database, items: Sequence[Item]) -> list[Spooled]:
                 log.info("same message delivered again while being processed; envelope only logged",
                          inbound_id=held, envelope=item.envelope)
             results.append(Spooled(held, duplicate=True))
+        if raws:
+            connection.execute(_INSERT_RAW, raws)  # one executemany for the batch
     return results
 
 

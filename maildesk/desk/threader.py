@@ -84,9 +84,12 @@ def find_thread(
     tag_prefix: str,
     reopen_window: timedelta,
     now: datetime,
+    claimed: dict[str, int] | None = None,
 ) -> ThreadMatch:
+    """``claimed``: ``claimed_keys`` of this message's ids, if the caller has looked them up."""
     keys = thread_keys(message_id, in_reply_to, references)
-    claimed = _claimed_keys(session, keys)
+    if claimed is None:
+        claimed = claimed_keys(session, keys)
     match = _match_by_ids(session, keys, claimed, in_reply_to, references)
     if match.ticket is None:
         match = _match_by_tag(session, subject, sender, tag_prefix)
@@ -115,8 +118,12 @@ _CLAIMED_KEYS = select(ThreadKey.message_id, ThreadKey.ticket_id).where(
 )
 
 
-def _claimed_keys(session: Session, keys: list[str]) -> dict[str, int]:
-    """Which of ``keys`` already belong to a ticket, and to which."""
+def claimed_keys(session: Session, keys: list[str]) -> dict[str, int]:
+    """Which of ``keys`` already belong to a ticket, and to which.
+
+    Every stored message's own Message-ID is a key (``remember_keys``), so
+    an id that is not claimed is not the id of any stored message.
+    """
     return {key: ticket_id for key, ticket_id in session.connection().execute(_CLAIMED_KEYS, {"keys": keys})}
 
 

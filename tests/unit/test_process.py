@@ -162,3 +162,30 @@ def test_a_message_whose_own_commit_fails_is_marked_failed(desk: Desk, monkeypat
 
     assert outcome.state == "failed" and "commit refused" in outcome.detail
     assert spool.counts(desk.db) == {"failed": 1} and desk.ticket_count() == 0
+
+
+def test_a_batch_naming_one_spooled_message_twice_processes_it_once(desk: Desk) -> None:
+    """``ingest a.eml a.eml``: the same bytes are one spool row, named twice in the batch."""
+    inbound_id = spool.put(desk.db, make_mail(), source="test").id
+    first, second = pipeline.process_many(desk.db, desk.config, [inbound_id, inbound_id])
+
+    assert first.created and first.detail == f"new ticket #{first.ticket_id}"
+    assert (second.state, second.ticket_id, second.detail) == ("done", first.ticket_id, "already handled")
+    [row] = spool.list_inbound(desk.db)
+    assert (row.state, row.ticket_id, row.disposition) == ("done", first.ticket_id, first.detail)
+
+
+def test_a_merge_in_a_batch_moves_the_spool_rows_of_the_same_batch(desk: Desk) -> None:
+    """C answers B, A opens another ticket, B (In-Reply-To A only) joins them: all in one transaction."""
+    mails = [
+        make_mail(message_id="<c@customer.example>", in_reply_to="<b@customer.example>", subject="Re: Q"),
+        make_mail(message_id="<a@customer.example>", subject="Q"),
+        make_mail(message_id="<b@customer.example>", in_reply_to="<a@customer.example>", subject="Re: Q"),
+    ]
+    ids = [spool.put(desk.db, raw, source="test", notify=False).id for raw in mails]
+    outcomes = pipeline.process_many(desk.db, desk.config, ids)
+
+    survivor = outcomes[-1].ticket_id
+    assert "merged" in outcomes[-1].detail
+    assert {row.id: row.ticket_id for row in spool.list_inbound(desk.db)} == dict.fromkeys(ids, survivor)
+    assert len(desk.ticket(survivor)["messages"]) == 3
