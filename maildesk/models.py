@@ -7,8 +7,8 @@ timezone-aware UTC.
 ``append_row`` / ``append_rows`` write rows that are only ever appended
 (messages, events, thread keys...) with one prepared INSERT, bypassing the
 ORM's unit of work, which costs several times the INSERT itself.
-``append_later`` holds rows nobody reads while the transaction runs (the
-ticket history) and writes them all at once before it commits.
+``append_later`` holds rows that are rarely read while the transaction runs
+(ticket history, thread keys) and writes them all at once before it commits.
 """
 
 from __future__ import annotations
@@ -308,10 +308,16 @@ def append_later(session: Session, model: type[Base], row: dict[str, Any]) -> No
 
     For rows that are written often and read rarely (a bulk import writes a
     few events per message): one executemany per table and transaction
-    instead of one INSERT each. An ORM query of ``model`` in the same
-    transaction writes them first, so it finds them; a rollback drops them.
+    instead of one INSERT each. An ORM statement on ``model`` (a query, an
+    UPDATE) in the same transaction writes them first, so it finds them;
+    plain Core reads must look at ``appended``. A rollback drops them.
     """
     session.info.setdefault(_LATER, {}).setdefault(model, []).append(row)
+
+
+def appended(session: Session, model: type[Base]) -> list[dict[str, Any]]:
+    """The rows of ``model`` that ``append_later`` holds, not yet written (do not change them)."""
+    return session.info.get(_LATER, {}).get(model, [])
 
 
 def write_appended(session: Session) -> None:

@@ -4,6 +4,7 @@ inspect`` (how one message is read, without storing anything)."""
 
 from __future__ import annotations
 
+import gc
 import sys
 import traceback
 from collections.abc import Iterator
@@ -58,6 +59,9 @@ def ingest(app: App, files: tuple[str, ...], maildir: str | None, notify: bool, 
     """
     from maildesk.process import process_many  # brings the desk logic and templates, which other commands skip
 
+    # What is loaded by now lives as long as the command: the garbage collector
+    # need not walk it again at each full collection of a long import.
+    gc.freeze()
     unusable = 0
     source = "maildir" if maildir else "cli"
     with temporary_failures_exit():

@@ -27,7 +27,7 @@ from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from maildesk.desk.tickets import CLOSED, MERGED
-from maildesk.models import Participant, ThreadKey, Ticket, append_rows
+from maildesk.models import Participant, ThreadKey, Ticket, append_later, appended
 
 
 @dataclass(frozen=True)
@@ -124,7 +124,13 @@ def claimed_keys(session: Session, keys: list[str]) -> dict[str, int]:
     Every stored message's own Message-ID is a key (``remember_keys``), so
     an id that is not claimed is not the id of any stored message.
     """
-    return {key: ticket_id for key, ticket_id in session.connection().execute(_CLAIMED_KEYS, {"keys": keys})}
+    waiting = {row["message_id"]: row["ticket_id"] for row in appended(session, ThreadKey)}
+    claimed = {key: waiting[key] for key in keys if key in waiting}
+    unknown = [key for key in keys if key not in claimed]
+    if unknown:
+        rows = session.connection().execute(_CLAIMED_KEYS, {"keys": unknown})
+        claimed.update((key, ticket_id) for key, ticket_id in rows)
+    return claimed
 
 
 def _match_by_ids(
@@ -194,12 +200,13 @@ def remember_keys(
 
     ``claimed``: the keys already taken, when the caller has just looked them
     up in this transaction (``ThreadMatch.claimed_keys``); else they are looked up here.
+    The new keys are written with the transaction's other appended rows
+    (``append_later``), in one statement before it commits; until then
+    ``claimed_keys`` finds them where they wait.
     """
     if not keys:
         return
-    if claimed is None:
-        taken = set(session.scalars(select(ThreadKey.message_id).where(ThreadKey.message_id.in_(keys))))
-    else:
-        taken = set(claimed)
-    new = [key for key in dict.fromkeys(keys) if key not in taken]
-    append_rows(session, ThreadKey, [{"message_id": key, "ticket_id": ticket_id} for key in new])
+    taken = set(claimed_keys(session, keys) if claimed is None else claimed)
+    for key in dict.fromkeys(keys):
+        if key not in taken:
+            append_later(session, ThreadKey, {"message_id": key, "ticket_id": ticket_id})

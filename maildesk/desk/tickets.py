@@ -192,6 +192,9 @@ def touch(session: Session, ticket: Ticket, now: datetime) -> None:
     set_committed_value(ticket, "updated_at", now)
 
 
+_PARTICIPANTS_OF = select(Participant.address).where(Participant.ticket_id == bindparam("ticket_id"))
+
+
 def add_participants(
     session: Session, ticket: Ticket, people: list[tuple[Person, str]], *, now: datetime, new_ticket: bool = False
 ) -> None:
@@ -203,7 +206,7 @@ def add_participants(
     known: set[str] = set()
     rows: list[dict[str, str | int]] = []
     if not new_ticket:
-        known.update(session.scalars(select(Participant.address).where(Participant.ticket_id == ticket.id)))
+        known.update(session.connection().execute(_PARTICIPANTS_OF, {"ticket_id": ticket.id}).scalars())
     for person, role in people:
         address = person.address.lower()
         if not address or address in known:

@@ -5,10 +5,11 @@ from __future__ import annotations
 from contextlib import contextmanager
 
 import pytest
+from sqlalchemy import select
 
 from maildesk import process as pipeline
 from maildesk import spool
-from maildesk.models import Inbound
+from maildesk.models import Inbound, ThreadKey
 from tests.helpers import Desk, make_mail
 
 
@@ -189,3 +190,6 @@ def test_a_merge_in_a_batch_moves_the_spool_rows_of_the_same_batch(desk: Desk) -
     assert "merged" in outcomes[-1].detail
     assert {row.id: row.ticket_id for row in spool.list_inbound(desk.db)} == dict.fromkeys(ids, survivor)
     assert len(desk.ticket(survivor)["messages"]) == 3
+    with desk.db.session() as session:  # the keys written at commit moved as well
+        keys = {key: ticket for key, ticket in session.execute(select(ThreadKey.message_id, ThreadKey.ticket_id))}
+    assert keys == dict.fromkeys([f"<{n}@customer.example>" for n in "abc"], survivor)
