@@ -65,48 +65,45 @@ def put_many(db: Database, items: Sequence[Item]) -> list[Spooled]:
 
     All or nothing: if the commit fails, none of them is stored. Bytes
     already spooled, or offered twice in ``items``, give the existing id
-    with ``duplicate=True``.
+    with ``duplicate=True``. The new rows go in with one INSERT for the
+    batch; each comes back with its sha256, which says whose id it is.
     """
     if not items:
         return []
-    results = []
-    raws: list[dict[str, Any]] = []
-    insert = _insert_for(db)
+    digests = [hashlib.sha256(item.raw).hexdigest() for item in items]
+    first = {digest: n for n, digest in reversed(list(enumerate(digests)))}  # the first item with each digest
+    received_at = utcnow()
     with db.session() as session:
         connection = session.connection()
-        for item in items:
-            digest = hashlib.sha256(item.raw).hexdigest()
-            row = {
-                "sha256": digest,
-                "size": len(item.raw),
-                "source": item.source,
-                "envelope": item.envelope or {},
-                "notify": item.notify,
-                "received_at": utcnow(),
-                "state": QUEUED,
-                "attempts": 0,
-            }
-            new_id = connection.execute(insert, row).scalar()
-            if new_id is not None:
-                raws.append({"inbound_id": new_id, "raw": item.raw})
-                results.append(Spooled(new_id, duplicate=False))
-                continue
-            # Stored before, or earlier in this same transaction.
-            # Skip a row the processor holds: the listener must never wait on processing.
-            existing = session.scalar(select(Inbound).where(Inbound.sha256 == digest).with_for_update(skip_locked=True))
-            if existing is not None:
-                _remember_delivery(existing, item.envelope or {})
-                results.append(Spooled(existing.id, duplicate=True))
-                continue
-            held = session.scalar(select(Inbound.id).where(Inbound.sha256 == digest))
-            assert held is not None, "conflicting row vanished"
-            if item.envelope:
-                log.info("same message delivered again while being processed; envelope only logged",
-                         inbound_id=held, envelope=item.envelope)
-            results.append(Spooled(held, duplicate=True))
-        if raws:
-            connection.execute(_INSERT_RAW, raws)  # one executemany for the batch
-    return results
+        rows = [{"sha256": digest, "size": len(items[n].raw), "source": items[n].source,
+                 "envelope": items[n].envelope or {}, "notify": items[n].notify, "received_at": received_at,
+                 "state": QUEUED, "attempts": 0} for digest, n in first.items()]
+        new_ids = {digest: new_id for new_id, digest in connection.execute(_insert_for(db), rows)}
+        if new_ids:
+            connection.execute(_INSERT_RAW, [{"inbound_id": new_ids[digest], "raw": items[first[digest]].raw}
+                                             for digest in new_ids])
+        results = []
+        for n, (item, digest) in enumerate(zip(items, digests, strict=True)):
+            if digest in new_ids and first[digest] == n:
+                results.append(Spooled(new_ids[digest], duplicate=False))
+            else:
+                results.append(_stored_before(session, digest, item.envelope))
+        return results
+
+
+def _stored_before(session: Session, digest: str, envelope: dict[str, Any] | None) -> Spooled:
+    """The row these bytes were spooled as before, or earlier in this same transaction."""
+    # Skip a row the processor holds: the listener must never wait on processing.
+    existing = session.scalar(select(Inbound).where(Inbound.sha256 == digest).with_for_update(skip_locked=True))
+    if existing is not None:
+        _remember_delivery(existing, envelope or {})
+        return Spooled(existing.id, duplicate=True)
+    held = session.scalar(select(Inbound.id).where(Inbound.sha256 == digest))
+    assert held is not None, "conflicting row vanished"
+    if envelope:
+        log.info("same message delivered again while being processed; envelope only logged",
+                 inbound_id=held, envelope=envelope)
+    return Spooled(held, duplicate=True)
 
 
 MAX_REDELIVERIES = 20
@@ -146,10 +143,10 @@ def raw_in(session: Session, inbound_id: int) -> bytes | None:
 
 
 def _insert_for(db: Database):  # noqa: ANN202 - the dialect's Insert
-    """INSERT ... ON CONFLICT (sha256) DO NOTHING RETURNING id, in the database's own dialect."""
+    """INSERT ... ON CONFLICT (sha256) DO NOTHING RETURNING id, sha256, in the database's own dialect."""
     module = sqlite if db.is_sqlite else postgresql
     table = Inbound.__table__
-    return module.insert(table).on_conflict_do_nothing(index_elements=["sha256"]).returning(table.c.id)
+    return module.insert(table).on_conflict_do_nothing(index_elements=["sha256"]).returning(table.c.id, table.c.sha256)
 
 
 def queued_ids(db: Database, limit: int = 100) -> list[int]:

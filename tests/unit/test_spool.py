@@ -89,3 +89,24 @@ def test_reading_the_bytes_never_waits_for_a_writer(tmp_path: Path) -> None:
             writer.close()
     finally:
         db.dispose()
+
+
+def test_a_batch_mixing_new_and_stored_bytes_gives_each_its_own_row(db: Database) -> None:
+    """New rows come back from one INSERT by sha256: each id must hold its own bytes."""
+    a, b, c = (make_mail(subject=s) for s in "abc")
+    stored_b = spool.put(db, b, source="smtp")
+    results = spool.put_many(db, [spool.Item(a, "smtp"), spool.Item(b, "smtp"), spool.Item(c, "smtp")])
+
+    assert [r.duplicate for r in results] == [False, True, False] and results[1].id == stored_b.id
+    with db.session() as session:
+        assert [spool.raw_in(session, r.id) for r in results] == [a, b, c]
+
+
+def test_the_same_bytes_twice_in_one_batch_keep_both_envelopes(db: Database) -> None:
+    """The listener's group commit may hold one LMTP delivery per recipient of one mail."""
+    mail = make_mail()
+    first, again = spool.put_many(db, [spool.Item(mail, "lmtp", {"rcpt_to": ["support@example.com"]}),
+                                       spool.Item(mail, "lmtp", {"rcpt_to": ["billing@example.com"]})])
+    assert again == spool.Spooled(first.id, duplicate=True)
+    [row] = spool.list_inbound(db)
+    assert row.envelope["rcpt_to"] == ["support@example.com", "billing@example.com"]
