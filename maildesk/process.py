@@ -175,11 +175,18 @@ class _Batch:
     step that moves spool rows between tickets (a merge).
     """
 
-    def __init__(self, session: Session, inbound_ids: Sequence[int]) -> None:
+    def __init__(self, session: Session, inbound_ids: Sequence[int], parsed: Mapping[int, ParsedMail]) -> None:
         self.session = session
         rows = session.connection().execute(_CLAIM, {"inbound_ids": list(inbound_ids)})
         self.claimed = {row.id: _Spooled(*row) for row in rows}
         self._done: list[dict[str, Any]] = []
+        self._keys_ahead = [key for mail in parsed.values() for key in _thread_keys(mail)] if len(parsed) > 1 else []
+
+    def look_ahead(self) -> None:
+        """Look up the thread keys of every message parsed ahead, once (with the threading lock held)."""
+        if self._keys_ahead:
+            threader.look_ahead(self.session, self._keys_ahead)
+            self._keys_ahead = []
 
     def done(self, inbound_id: int, outcome: Outcome, message_id: str, now: datetime) -> None:
         self.claimed[inbound_id] = replace(self.claimed[inbound_id], state=spool.DONE, ticket_id=outcome.ticket_id)
@@ -197,7 +204,7 @@ def _run(
     *, isolated: bool,
 ) -> list[Outcome]:
     with db.session() as session:
-        batch = _Batch(session, inbound_ids)
+        batch = _Batch(session, inbound_ids, parsed)
         outcomes = [_process_one(batch, config, inbound_id, clock, parsed.get(inbound_id), isolated=isolated)
                     for inbound_id in inbound_ids]
         batch.mark_done_now()
@@ -278,9 +285,10 @@ def _apply(
 ) -> tuple[Outcome, str]:
     """Apply the message to its ticket; the outcome and the Message-ID it was read with."""
     session = batch.session
-    message_id = parsed.message_id[:998]
+    message_id = _stored_id(parsed.message_id)
     if session.get_bind().dialect.name == "postgresql":
         session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _THREADING_LOCK})
+    batch.look_ahead()
 
     verdict = classify.classify(
         parsed.message,
@@ -289,7 +297,7 @@ def _apply(
         own_domains=[config.desk.domain],
     )
     mail = _incoming(parsed, verdict)
-    claimed = threader.claimed_keys(session, threader.thread_keys(mail.message_id, mail.in_reply_to, mail.references))
+    claimed = threader.claimed_keys(session, _thread_keys(parsed))
     stored_on = None
     if message_id in claimed:  # else no stored message has this id (see threader.claimed_keys)
         stored_on = session.connection().execute(_STORED_ON, {"message_id": message_id}).scalar()
@@ -412,11 +420,21 @@ def _served_address(config: Config, inbound: _Spooled, parsed: ParsedMail) -> Ad
     return config.default_address
 
 
+def _thread_keys(parsed: ParsedMail) -> list[str]:
+    return threader.thread_keys(_stored_id(parsed.message_id), [_stored_id(i) for i in parsed.in_reply_to],
+                                [_stored_id(i) for i in parsed.references])
+
+
+def _stored_id(message_id: str) -> str:
+    """A Message-ID as stored: cut to the 998 characters of an RFC 5322 line."""
+    return message_id[:998]
+
+
 def _incoming(parsed: ParsedMail, verdict: classify.Classification) -> IncomingMessage:
     return IncomingMessage(
-        message_id=parsed.message_id[:998],
-        in_reply_to=[i[:998] for i in parsed.in_reply_to],
-        references=[i[:998] for i in parsed.references],
+        message_id=_stored_id(parsed.message_id),
+        in_reply_to=[_stored_id(i) for i in parsed.in_reply_to],
+        references=[_stored_id(i) for i in parsed.references],
         sender=_person(parsed.sender),
         to=[_person(a) for a in parsed.to],
         cc=[_person(a) for a in parsed.cc],

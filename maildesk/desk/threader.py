@@ -19,6 +19,7 @@ sender to the old conversation joins the new ticket, not yet another one.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from functools import lru_cache
@@ -118,15 +119,60 @@ _CLAIMED_KEYS = select(ThreadKey.message_id, ThreadKey.ticket_id).where(
 )
 
 
+_LOOKED_AHEAD = "maildesk.keys_looked_ahead"
+_LOOK_AHEAD_CHUNK = 500  # keys per query: well under any database's limit on parameters
+
+
+@dataclass
+class _LookedAhead:
+    """Keys looked up for a whole batch: which were claimed, and their tickets (kept loaded)."""
+
+    keys: set[str]
+    claimed: dict[str, int]
+    tickets: list[Ticket]
+
+
+def look_ahead(session: Session, keys: Iterable[str]) -> None:
+    """Look up the keys of a whole batch of messages at once, and load the tickets they name.
+
+    ``claimed_keys`` then answers for these keys without a query of its own.
+    Call it where the threading lock is held (no other worker may claim keys
+    until the commit); ``merge.merge_into``, which moves keys, drops it.
+    """
+    keys = list(dict.fromkeys(keys))
+    claimed: dict[str, int] = {}
+    for start in range(0, len(keys), _LOOK_AHEAD_CHUNK):
+        rows = session.connection().execute(_CLAIMED_KEYS, {"keys": keys[start:start + _LOOK_AHEAD_CHUNK]})
+        claimed.update((key, ticket_id) for key, ticket_id in rows)
+    # The session's identity map holds tickets weakly: keep them, so session.get() finds them.
+    tickets = list(session.scalars(select(Ticket).where(Ticket.id.in_(set(claimed.values()))))) if claimed else []
+    session.info[_LOOKED_AHEAD] = _LookedAhead(set(keys), claimed, tickets)
+
+
+def forget_look_ahead(session: Session) -> None:
+    session.info.pop(_LOOKED_AHEAD, None)
+
+
 def claimed_keys(session: Session, keys: list[str]) -> dict[str, int]:
     """Which of ``keys`` already belong to a ticket, and to which.
 
     Every stored message's own Message-ID is a key (``remember_keys``), so
-    an id that is not claimed is not the id of any stored message.
+    an id that is not claimed is not the id of any stored message. Keys
+    claimed in this transaction may still wait to be written; keys looked up
+    ahead (``look_ahead``) are not looked up again.
     """
     waiting = {row["message_id"]: row["ticket_id"] for row in appended(session, ThreadKey)}
-    claimed = {key: waiting[key] for key in keys if key in waiting}
-    unknown = [key for key in keys if key not in claimed]
+    ahead: _LookedAhead | None = session.info.get(_LOOKED_AHEAD)
+    claimed: dict[str, int] = {}
+    unknown = []
+    for key in keys:
+        if key in waiting:
+            claimed[key] = waiting[key]
+        elif ahead is not None and key in ahead.keys:
+            if key in ahead.claimed:
+                claimed[key] = ahead.claimed[key]
+        else:
+            unknown.append(key)
     if unknown:
         rows = session.connection().execute(_CLAIMED_KEYS, {"keys": unknown})
         claimed.update((key, ticket_id) for key, ticket_id in rows)

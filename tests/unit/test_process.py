@@ -9,6 +9,7 @@ from sqlalchemy import select
 
 from maildesk import process as pipeline
 from maildesk import spool
+from maildesk.mail.parse import parse
 from maildesk.models import Inbound, ThreadKey
 from tests.helpers import Desk, make_mail
 
@@ -193,3 +194,19 @@ def test_a_merge_in_a_batch_moves_the_spool_rows_of_the_same_batch(desk: Desk) -
     with desk.db.session() as session:  # the keys written at commit moved as well
         keys = {key: ticket for key, ticket in session.execute(select(ThreadKey.message_id, ThreadKey.ticket_id))}
     assert keys == dict.fromkeys([f"<{n}@customer.example>" for n in "abc"], survivor)
+
+
+def test_a_batch_that_merges_looks_its_keys_up_again(desk: Desk) -> None:
+    """Keys looked up ahead for a batch may name a ticket the batch then merges away."""
+    first = [make_mail(message_id="<c@customer.example>", in_reply_to="<b@customer.example>", subject="Re: Q"),
+             make_mail(message_id="<a@customer.example>", subject="Q")]
+    older, younger = (desk.ingest(raw).ticket_id for raw in first)
+    batch = [make_mail(message_id="<b@customer.example>", in_reply_to="<a@customer.example>", subject="Re: Q"),
+             make_mail(message_id="<e@customer.example>", in_reply_to="<a@customer.example>", subject="Re: Q")]
+    ids = [spool.put(desk.db, raw, source="test", notify=False).id for raw in batch]
+    parsed = {inbound_id: parse(raw) for inbound_id, raw in zip(ids, batch, strict=True)}
+    linking, late = pipeline.process_many(desk.db, desk.config, ids, parsed=parsed)
+
+    assert "merged" in linking.detail and linking.ticket_id == older
+    assert late.ticket_id == older  # <a@...> was looked up as the younger ticket's key: it moved
+    assert desk.ticket(younger)["status"] == "merged"

@@ -16,6 +16,7 @@ from sqlalchemy import select
 
 from bench.corpus import CorpusMail, generate
 from maildesk import spool
+from maildesk.mail.parse import parse
 from maildesk.models import Message
 from maildesk.process import process_many
 from tests.helpers import Desk
@@ -26,11 +27,14 @@ def corpus(size: int) -> tuple[CorpusMail, ...]:
     return tuple(generate(size, seed=11))
 
 
-def thread_in_order(desk: Desk, mails: list[CorpusMail]) -> None:
-    for start in range(0, len(mails), 50):  # as `ingest --maildir` does: 50 per transaction
+def thread_in_order(desk: Desk, mails: list[CorpusMail], *, parse_ahead: bool = True) -> None:
+    """Spool and process ``mails`` in batches of 50 as `ingest --maildir` does: parsed ahead, so
+    a batch looks up its thread keys at once (``parse_ahead=False``: as the daemon, one by one)."""
+    for start in range(0, len(mails), 50):
         batch = mails[start:start + 50]
         spooled = spool.put_many(desk.db, [spool.Item(m.raw, "test", notify=False) for m in batch])
-        outcomes = process_many(desk.db, desk.config, [row.id for row in spooled])
+        parsed = {row.id: parse(m.raw) for row, m in zip(spooled, batch, strict=True)} if parse_ahead else None
+        outcomes = process_many(desk.db, desk.config, [row.id for row in spooled], parsed=parsed)
         assert all(o.state == "done" for o in outcomes), [o.detail for o in outcomes if o.state != "done"]
 
     tickets_of: dict[int, set[int]] = {}
@@ -53,8 +57,9 @@ def test_the_whole_benchmark_corpus_is_one_ticket_per_conversation(desk: Desk, o
     thread_in_order(desk, mails)
 
 
+@pytest.mark.parametrize("parse_ahead", [True, False], ids=["parsed ahead", "one by one"])
 @pytest.mark.parametrize("shuffle_seed", [1, 2, 3, 4])
-def test_a_smaller_corpus_in_more_orders(desk: Desk, shuffle_seed: int) -> None:
+def test_a_smaller_corpus_in_more_orders(desk: Desk, shuffle_seed: int, parse_ahead: bool) -> None:
     mails = list(corpus(300))
     random.Random(shuffle_seed).shuffle(mails)
-    thread_in_order(desk, mails)
+    thread_in_order(desk, mails, parse_ahead=parse_ahead)
