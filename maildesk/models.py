@@ -301,6 +301,7 @@ def append_rows(session: Session, model: type[Base], rows: list[dict[str, Any]])
 
 
 _LATER = "maildesk.append_later"
+_WRITES = "maildesk.append_later.writes"
 
 
 def append_later(session: Session, model: type[Base], row: dict[str, Any]) -> None:
@@ -322,8 +323,19 @@ def appended(session: Session, model: type[Base]) -> list[dict[str, Any]]:
 
 def write_appended(session: Session) -> None:
     """Write the rows ``append_later`` holds, now (before a savepoint, say)."""
-    for model, rows in session.info.pop(_LATER, {}).items():
+    pending = session.info.pop(_LATER, {})
+    for model, rows in pending.items():
         append_rows(session, model, rows)
+    if pending:
+        session.info[_WRITES] = appended_writes(session) + 1
+
+
+def appended_writes(session: Session) -> int:
+    """How many times this session has written (or dropped) the rows ``append_later`` held.
+
+    What was read while rows waited may be out of date once this changes.
+    """
+    return session.info.get(_WRITES, 0)
 
 
 @event.listens_for(Session, "before_commit")
@@ -333,7 +345,8 @@ def _write_before_commit(session: Session) -> None:
 
 @event.listens_for(Session, "after_soft_rollback")
 def _drop_on_rollback(session: Session, _previous: Any) -> None:
-    session.info.pop(_LATER, None)
+    if session.info.pop(_LATER, None):
+        session.info[_WRITES] = appended_writes(session) + 1
 
 
 @event.listens_for(Session, "do_orm_execute")

@@ -28,7 +28,7 @@ from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from maildesk.desk.tickets import CLOSED, MERGED
-from maildesk.models import Participant, ThreadKey, Ticket, append_later, appended
+from maildesk.models import Participant, ThreadKey, Ticket, append_later, appended, appended_writes
 
 
 @dataclass(frozen=True)
@@ -130,6 +130,8 @@ class _LookedAhead:
     keys: set[str]
     claimed: dict[str, int]
     tickets: list[Ticket]
+    writes: int
+    """``models.appended_writes`` when it was looked up: once keys claimed since are written, it is stale."""
 
 
 def look_ahead(session: Session, keys: Iterable[str]) -> None:
@@ -137,7 +139,9 @@ def look_ahead(session: Session, keys: Iterable[str]) -> None:
 
     ``claimed_keys`` then answers for these keys without a query of its own.
     Call it where the threading lock is held (no other worker may claim keys
-    until the commit); ``merge.merge_into``, which moves keys, drops it.
+    until the commit). It holds while the keys claimed since wait unwritten
+    (``append_later``), which ``claimed_keys`` checks, and until a merge
+    moves keys (``merge.merge_into`` drops it).
     """
     keys = list(dict.fromkeys(keys))
     claimed: dict[str, int] = {}
@@ -146,7 +150,7 @@ def look_ahead(session: Session, keys: Iterable[str]) -> None:
         claimed.update((key, ticket_id) for key, ticket_id in rows)
     # The session's identity map holds tickets weakly: keep them, so session.get() finds them.
     tickets = list(session.scalars(select(Ticket).where(Ticket.id.in_(set(claimed.values()))))) if claimed else []
-    session.info[_LOOKED_AHEAD] = _LookedAhead(set(keys), claimed, tickets)
+    session.info[_LOOKED_AHEAD] = _LookedAhead(set(keys), claimed, tickets, appended_writes(session))
 
 
 def forget_look_ahead(session: Session) -> None:
@@ -163,6 +167,8 @@ def claimed_keys(session: Session, keys: list[str]) -> dict[str, int]:
     """
     waiting = {row["message_id"]: row["ticket_id"] for row in appended(session, ThreadKey)}
     ahead: _LookedAhead | None = session.info.get(_LOOKED_AHEAD)
+    if ahead is not None and ahead.writes != appended_writes(session):
+        ahead = None  # keys claimed since have been written (a savepoint's release): ask the database
     claimed: dict[str, int] = {}
     unknown = []
     for key in keys:

@@ -210,3 +210,26 @@ def test_a_batch_that_merges_looks_its_keys_up_again(desk: Desk) -> None:
     assert "merged" in linking.detail and linking.ticket_id == older
     assert late.ticket_id == older  # <a@...> was looked up as the younger ticket's key: it moved
     assert desk.ticket(younger)["status"] == "merged"
+
+
+def test_a_parsed_ahead_batch_with_a_failing_message_threads_the_rest(
+    desk: Desk, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The rerun with savepoints writes each message's thread keys as it goes: none may be claimed twice."""
+    real_classify = pipeline.classify.classify
+
+    def classify_that_breaks_on_one_subject(message, sender, **kwargs):  # type: ignore[no-untyped-def]
+        if "poison" in str(message["Subject"]):
+            raise RuntimeError("boom while classifying")
+        return real_classify(message, sender, **kwargs)
+
+    monkeypatch.setattr(pipeline.classify, "classify", classify_that_breaks_on_one_subject)
+    batch = [make_mail(subject="poison"),
+             make_mail(message_id="<r1@customer.example>", in_reply_to="<missing@customer.example>", subject="Re: Q"),
+             make_mail(message_id="<r2@customer.example>", in_reply_to="<missing@customer.example>", subject="Re: Q")]
+    ids = [spool.put(desk.db, raw, source="test", notify=False).id for raw in batch]
+    parsed = {inbound_id: parse(raw) for inbound_id, raw in zip(ids, batch, strict=True)}
+    outcomes = pipeline.process_many(desk.db, desk.config, ids, parsed=parsed)
+
+    assert [o.state for o in outcomes] == ["failed", "done", "done"], [o.detail for o in outcomes]
+    assert outcomes[1].ticket_id == outcomes[2].ticket_id
