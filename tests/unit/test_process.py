@@ -43,9 +43,8 @@ def test_same_message_id_with_other_bytes_is_stored_once(desk: Desk) -> None:
     assert (desk.ticket_count(), desk.message_count()) == (1, 1)
 
 
-def test_a_failing_message_is_kept_failed_and_the_next_one_is_processed(
-    desk: Desk, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def break_classify_on_poison(monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+    """Make classify() raise for a mail whose subject says "poison"; returns the real classify."""
     real_classify = pipeline.classify.classify
 
     def classify_that_breaks_on_one_subject(message, sender, **kwargs):  # type: ignore[no-untyped-def]
@@ -54,6 +53,13 @@ def test_a_failing_message_is_kept_failed_and_the_next_one_is_processed(
         return real_classify(message, sender, **kwargs)
 
     monkeypatch.setattr(pipeline.classify, "classify", classify_that_breaks_on_one_subject)
+    return real_classify
+
+
+def test_a_failing_message_is_kept_failed_and_the_next_one_is_processed(
+    desk: Desk, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_classify = break_classify_on_poison(monkeypatch)
     bad = spool.put(desk.db, make_mail(subject="poison"), source="test")
     good = spool.put(desk.db, make_mail(subject="fine"), source="test")
     outcomes = pipeline.process_queued(desk.db, desk.config)
@@ -216,14 +222,7 @@ def test_a_parsed_ahead_batch_with_a_failing_message_threads_the_rest(
     desk: Desk, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The rerun with savepoints writes each message's thread keys as it goes: none may be claimed twice."""
-    real_classify = pipeline.classify.classify
-
-    def classify_that_breaks_on_one_subject(message, sender, **kwargs):  # type: ignore[no-untyped-def]
-        if "poison" in str(message["Subject"]):
-            raise RuntimeError("boom while classifying")
-        return real_classify(message, sender, **kwargs)
-
-    monkeypatch.setattr(pipeline.classify, "classify", classify_that_breaks_on_one_subject)
+    break_classify_on_poison(monkeypatch)
     batch = [make_mail(subject="poison"),
              make_mail(message_id="<r1@customer.example>", in_reply_to="<missing@customer.example>", subject="Re: Q"),
              make_mail(message_id="<r2@customer.example>", in_reply_to="<missing@customer.example>", subject="Re: Q")]

@@ -6,7 +6,7 @@ import email
 import email.generator
 import secrets
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import datetime, timedelta, timezone
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.policy import default
@@ -15,8 +15,9 @@ import pytest
 
 from maildesk.mail import compose as compose_module
 from maildesk.mail.compose import Outgoing, compose, compose_bytes, thread_index
+from tests.unit import test_compose as compose_test
 
-NOW = datetime(2026, 11, 2, 10, 0, tzinfo=UTC)
+NOW = compose_test.NOW
 TOKEN = "5a" * 16
 """What secrets.token_hex(16) returns under the fixed_boundary fixture."""
 ACK_TEXT = (
@@ -32,23 +33,8 @@ def fixed_boundary(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def outgoing(**overrides: object) -> Outgoing:
-    values: dict[str, object] = {
-        "from_address": "support@example.com",
-        "from_name": "ACME Support",
-        "to": [("Alice Customer", "alice@customer.example")],
-        "subject": "[#7] We have received your request: Printer on fire",
-        "text": ACK_TEXT,
-        "html": "<p>Hello Alice,</p><p>we got it.</p>",
-        "message_id": "<ack-7@desk.example.com>",
-        "date": NOW,
-        "in_reply_to": "<q2@customer.example>",
-        "references": ["<q1@customer.example>", "<q2@customer.example>"],
-        "auto_submitted": "auto-replied",
-        "bulk": True,
-        "loop": "support@example.com",
-    }
-    values.update(overrides)
-    return Outgoing(**values)  # type: ignore[arg-type]
+    """test_compose's acknowledgement, with a longer text."""
+    return compose_test.outgoing(**{"text": ACK_TEXT, **overrides})
 
 
 ROOT_INDEX = thread_index(None, "<q1@customer.example>", NOW - timedelta(days=2))
