@@ -309,8 +309,9 @@ def append_later(session: Session, model: type[Base], row: dict[str, Any]) -> No
 
     For rows that are written often and read rarely (a bulk import writes a
     few events per message): one executemany per table and transaction
-    instead of one INSERT each. An ORM statement on ``model`` (a query, an
-    UPDATE) in the same transaction writes them first, so it finds them;
+    instead of one INSERT each. An ORM statement whose main entity is
+    ``model`` (a query, an UPDATE) in the same transaction writes them first,
+    so it finds them; a join to ``model`` from another entity does not, and
     plain Core reads must look at ``appended``. A rollback drops them.
     """
     session.info.setdefault(_LATER, {}).setdefault(model, []).append(row)

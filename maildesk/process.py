@@ -172,7 +172,8 @@ class _Batch:
 
     The spool rows are marked done together at the end (one statement for
     the batch); ``mark_done_now`` writes the marks so far at once, for a
-    step that moves spool rows between tickets (a merge).
+    step that moves spool rows between tickets (a merge). When the messages
+    were parsed ahead, their thread keys are looked up together too.
     """
 
     def __init__(self, session: Session, inbound_ids: Sequence[int], parsed: Mapping[int, ParsedMail]) -> None:
@@ -180,18 +181,27 @@ class _Batch:
         rows = session.connection().execute(_CLAIM, {"inbound_ids": list(inbound_ids)})
         self.claimed = {row.id: _Spooled(*row) for row in rows}
         self._done: list[dict[str, Any]] = []
-        self._keys_ahead = [key for mail in parsed.values() for key in _thread_keys(mail)] if len(parsed) > 1 else []
-
-    def look_ahead(self) -> None:
-        """Look up the thread keys of every message parsed ahead, once (with the threading lock held)."""
-        if self._keys_ahead:
-            threader.look_ahead(self.session, self._keys_ahead)
-            self._keys_ahead = []
+        self.keys_ahead: threader.KeysAhead | None = None
+        if not any(row.state == spool.QUEUED for row in self.claimed.values()):
+            return
+        # Taken here, outside any savepoint: rolling one back would release it.
+        if session.get_bind().dialect.name == "postgresql":
+            session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _THREADING_LOCK})
+        if len(parsed) > 1:
+            self.keys_ahead = threader.look_ahead(
+                session, [key for mail in parsed.values() for key in _thread_keys(mail)],
+                load_tickets=session.get_bind().dialect.name == "sqlite")
 
     def done(self, inbound_id: int, outcome: Outcome, message_id: str, now: datetime) -> None:
         self.claimed[inbound_id] = replace(self.claimed[inbound_id], state=spool.DONE, ticket_id=outcome.ticket_id)
         self._done.append({"inbound_id": inbound_id, "processed_at": now, "ticket_id": outcome.ticket_id,
                            "message_id": message_id, "disposition": outcome.detail})
+
+    def failed(self, inbound_id: int) -> None:
+        """The message rolled back alone: nothing read before it is trusted any more."""
+        self.claimed[inbound_id] = replace(self.claimed[inbound_id], state=spool.FAILED)
+        self.keys_ahead = None
+        self.session.expire_all()
 
     def mark_done_now(self) -> None:
         if self._done:
@@ -245,19 +255,20 @@ def _process_one(
             raise
         if not isolated:
             raise _BatchFailed(inbound_id) from exc
-        return _failed(session, inbound_id, exc, bound)
+        return _failed(batch, inbound_id, exc, bound)
     except Exception as exc:  # noqa: BLE001 - any bug in one message must not stop the rest
         if not isolated:
             raise _BatchFailed(inbound_id) from exc
-        return _failed(session, inbound_id, exc, bound)
+        return _failed(batch, inbound_id, exc, bound)
     batch.done(inbound_id, outcome, message_id, clock())
     return outcome
 
 
-def _failed(session: Session, inbound_id: int, exc: Exception, log: Any) -> Outcome:
+def _failed(batch: _Batch, inbound_id: int, exc: Exception, log: Any) -> Outcome:
     error = _describe(exc)
     log.error("processing failed", error=error, traceback=traceback.format_exc())
-    spool.mark_failed_in(session, inbound_id, error)
+    batch.failed(inbound_id)
+    spool.mark_failed_in(batch.session, inbound_id, error)
     return Outcome(inbound_id, spool.FAILED, detail=error)
 
 
@@ -286,9 +297,6 @@ def _apply(
     """Apply the message to its ticket; the outcome and the Message-ID it was read with."""
     session = batch.session
     message_id = _stored_id(parsed.message_id)
-    if session.get_bind().dialect.name == "postgresql":
-        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _THREADING_LOCK})
-    batch.look_ahead()
 
     verdict = classify.classify(
         parsed.message,
@@ -297,7 +305,7 @@ def _apply(
         own_domains=[config.desk.domain],
     )
     mail = _incoming(parsed, verdict)
-    claimed = threader.claimed_keys(session, _thread_keys(parsed))
+    claimed = threader.claimed_keys(session, _thread_keys(parsed), batch.keys_ahead)
     stored_on = None
     if message_id in claimed:  # else no stored message has this id (see threader.claimed_keys)
         stored_on = session.connection().execute(_STORED_ON, {"message_id": message_id}).scalar()
@@ -404,6 +412,7 @@ def _join_split_conversation(
         return match
     survivor, *absorbed = joined
     batch.mark_done_now()  # the merge moves spool rows too, this batch's among them
+    batch.keys_ahead = None  # and thread keys: what was looked up may name a ticket merged away
     for ticket in absorbed:
         merge.merge_into(session, survivor, ticket, actor=sender, now=now,
                          reason=f"one conversation: {match.reason} links ticket #{ticket.id} to #{survivor.id}")

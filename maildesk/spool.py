@@ -71,7 +71,9 @@ def put_many(db: Database, items: Sequence[Item]) -> list[Spooled]:
     if not items:
         return []
     digests = [hashlib.sha256(item.raw).hexdigest() for item in items]
-    first = {digest: n for n, digest in reversed(list(enumerate(digests)))}  # the first item with each digest
+    first: dict[str, int] = {}  # the first item with each digest, in the order of the items
+    for n, digest in enumerate(digests):
+        first.setdefault(digest, n)
     received_at = utcnow()
     with db.session() as session:
         connection = session.connection()

@@ -17,6 +17,9 @@ from tests.helpers import Desk
 
 POSTGRES_URL = os.environ.get("MAILDESK_TEST_DATABASE_URL")
 BACKENDS = ["sqlite"] + (["postgresql"] if POSTGRES_URL else [])
+ONLY_POSTGRESQL = pytest.mark.parametrize("database_url", ["postgresql"] if POSTGRES_URL else [], indirect=True)
+"""For a test of what only PostgreSQL allows (other writers during a transaction); it runs where
+MAILDESK_TEST_DATABASE_URL is set, as in CI."""
 
 
 def reset_postgres(url: str) -> None:

@@ -23,7 +23,6 @@ from datetime import datetime
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
-from maildesk.desk import threader
 from maildesk.desk.tickets import CLOSED, MERGED, NEW, OPEN, record_event
 from maildesk.models import Inbound, Message, Outbox, Participant, ThreadKey, Ticket
 
@@ -40,7 +39,6 @@ def mergeable(tickets: Iterable[Ticket], sender: str) -> list[Ticket]:
 def merge_into(session: Session, survivor: Ticket, absorbed: Ticket, *, actor: str, now: datetime,
                reason: str) -> None:
     """Move everything of ``absorbed`` onto ``survivor``; ``absorbed`` stays as a pointer."""
-    threader.forget_look_ahead(session)  # the keys it looked up may point at ``absorbed``
     for model in _MOVED_WITH_THE_TICKET:
         session.execute(update(model).where(model.ticket_id == absorbed.id).values(ticket_id=survivor.id))
     _move_participants(session, survivor, absorbed)

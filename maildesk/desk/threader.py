@@ -119,54 +119,51 @@ _CLAIMED_KEYS = select(ThreadKey.message_id, ThreadKey.ticket_id).where(
 )
 
 
-_LOOKED_AHEAD = "maildesk.keys_looked_ahead"
 _LOOK_AHEAD_CHUNK = 500  # keys per query: well under any database's limit on parameters
 
 
 @dataclass
-class _LookedAhead:
-    """Keys looked up for a whole batch: which were claimed, and their tickets (kept loaded)."""
+class KeysAhead:
+    """The thread keys of a whole batch, looked up at once (``look_ahead``)."""
 
     keys: set[str]
     claimed: dict[str, int]
     tickets: list[Ticket]
+    """The tickets they name, kept loaded (the session's identity map holds them only weakly)."""
     writes: int
-    """``models.appended_writes`` when it was looked up: once keys claimed since are written, it is stale."""
+    """``models.appended_writes`` when they were looked up: once keys claimed since are written, they are stale."""
 
 
-def look_ahead(session: Session, keys: Iterable[str]) -> None:
-    """Look up the keys of a whole batch of messages at once, and load the tickets they name.
+def look_ahead(session: Session, keys: Iterable[str], *, load_tickets: bool) -> KeysAhead:
+    """Look up the keys of a whole batch of messages at once, for ``claimed_keys``.
 
-    ``claimed_keys`` then answers for these keys without a query of its own.
-    Call it where the threading lock is held (no other worker may claim keys
-    until the commit). It holds while the keys claimed since wait unwritten
-    (``append_later``), which ``claimed_keys`` checks, and until a merge
-    moves keys (``merge.merge_into`` drops it).
+    Call it with the threading lock held (no other worker may claim or move
+    keys until the commit). What it found holds while the keys claimed since
+    wait unwritten (``append_later``; ``claimed_keys`` checks) and until a
+    merge moves keys: the caller drops it before a merge. ``load_tickets``:
+    also load the tickets the keys name, when nobody else can change them
+    before the commit (SQLite: the batch holds the only write lock).
     """
     keys = list(dict.fromkeys(keys))
     claimed: dict[str, int] = {}
     for start in range(0, len(keys), _LOOK_AHEAD_CHUNK):
         rows = session.connection().execute(_CLAIMED_KEYS, {"keys": keys[start:start + _LOOK_AHEAD_CHUNK]})
         claimed.update((key, ticket_id) for key, ticket_id in rows)
-    # The session's identity map holds tickets weakly: keep them, so session.get() finds them.
-    tickets = list(session.scalars(select(Ticket).where(Ticket.id.in_(set(claimed.values()))))) if claimed else []
-    session.info[_LOOKED_AHEAD] = _LookedAhead(set(keys), claimed, tickets, appended_writes(session))
+    tickets = []
+    if load_tickets and claimed:
+        tickets = list(session.scalars(select(Ticket).where(Ticket.id.in_(set(claimed.values())))))
+    return KeysAhead(set(keys), claimed, tickets, appended_writes(session))
 
 
-def forget_look_ahead(session: Session) -> None:
-    session.info.pop(_LOOKED_AHEAD, None)
-
-
-def claimed_keys(session: Session, keys: list[str]) -> dict[str, int]:
+def claimed_keys(session: Session, keys: list[str], ahead: KeysAhead | None = None) -> dict[str, int]:
     """Which of ``keys`` already belong to a ticket, and to which.
 
     Every stored message's own Message-ID is a key (``remember_keys``), so
     an id that is not claimed is not the id of any stored message. Keys
-    claimed in this transaction may still wait to be written; keys looked up
-    ahead (``look_ahead``) are not looked up again.
+    claimed in this transaction may still wait to be written; keys in
+    ``ahead`` are not looked up again while it holds.
     """
     waiting = {row["message_id"]: row["ticket_id"] for row in appended(session, ThreadKey)}
-    ahead: _LookedAhead | None = session.info.get(_LOOKED_AHEAD)
     if ahead is not None and ahead.writes != appended_writes(session):
         ahead = None  # keys claimed since have been written (a savepoint's release): ask the database
     claimed: dict[str, int] = {}

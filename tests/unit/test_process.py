@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from contextlib import contextmanager
 
 import pytest
@@ -9,8 +10,10 @@ from sqlalchemy import select
 
 from maildesk import process as pipeline
 from maildesk import spool
+from maildesk.desk import tickets
 from maildesk.mail.parse import parse
-from maildesk.models import Inbound, ThreadKey
+from maildesk.models import Inbound, ThreadKey, Ticket
+from tests.conftest import ONLY_POSTGRESQL
 from tests.helpers import Desk, make_mail
 
 
@@ -232,3 +235,69 @@ def test_a_parsed_ahead_batch_with_a_failing_message_threads_the_rest(
 
     assert [o.state for o in outcomes] == ["failed", "done", "done"], [o.detail for o in outcomes]
     assert outcomes[1].ticket_id == outcomes[2].ticket_id
+
+
+def test_the_same_failing_message_twice_in_a_batch_fails_once(desk: Desk, monkeypatch: pytest.MonkeyPatch) -> None:
+    break_classify_on_poison(monkeypatch)
+    raw = make_mail(subject="poison")
+    inbound_id = spool.put(desk.db, raw, source="test").id
+    first, second = pipeline.process_many(desk.db, desk.config, [inbound_id, inbound_id],
+                                          parsed={inbound_id: parse(raw)})
+
+    assert (first.state, second.state, second.detail) == ("failed", "failed", "already handled")
+    [row] = spool.list_inbound(desk.db)
+    assert row.attempts == 1
+
+
+@ONLY_POSTGRESQL
+def test_a_failing_message_does_not_let_another_daemon_thread_in_the_middle_of_a_batch(
+    desk: Desk, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Rolling back a message's savepoint must not release the batch's threading lock."""
+    break_classify_on_poison(monkeypatch)
+    batch = [make_mail(subject="poison"), make_mail(message_id="<x@customer.example>")]
+    ids = [spool.put(desk.db, raw, source="test", notify=False).id for raw in batch]
+    # The same mail delivered to our other address: other bytes, the same Message-ID.
+    copy = spool.put(desk.db, b"Received: from mx2 by desk; Mon, 2 Nov 2026 09:00:00 +0000\r\n" + batch[1],
+                     source="smtp", notify=False).id
+    other_daemon: dict[str, pipeline.Outcome] = {}
+    worker = threading.Thread(target=lambda: other_daemon.setdefault("outcome", pipeline.process(
+        desk.db, desk.config, copy)))
+    real_failed = pipeline._failed
+
+    def failed_while_another_daemon_works(*args, **kwargs):  # type: ignore[no-untyped-def]
+        outcome = real_failed(*args, **kwargs)
+        worker.start()
+        worker.join(2)  # it must wait for the lock; if it got it, it is done long before
+        return outcome
+
+    monkeypatch.setattr(pipeline, "_failed", failed_while_another_daemon_works)
+    outcomes = pipeline.process_many(desk.db, desk.config, ids, parsed={i: parse(r) for i, r in zip(ids, batch)})
+    worker.join()
+
+    assert outcomes[1].state == "done" and outcomes[1].created, outcomes[1].detail
+    assert other_daemon["outcome"].detail == f"duplicate Message-ID: already on ticket #{outcomes[1].ticket_id}"
+
+
+@ONLY_POSTGRESQL
+def test_a_status_change_committed_during_a_batch_is_seen_by_its_later_messages(
+    desk: Desk, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On PostgreSQL an agent may solve a ticket while ingest works; a reply after that reopens it."""
+    ticket_id = desk.ingest(make_mail(message_id="<a@customer.example>")).ticket_id
+    batch = [make_mail(sender="Bob <bob@other.example>", subject="Another matter"),  # looks the reply's keys up
+             make_mail(message_id="<second@customer.example>", in_reply_to="<a@customer.example>", subject="Re: Q")]
+    ids = [spool.put(desk.db, raw, source="test", notify=False).id for raw in batch]
+    real_apply = pipeline._apply
+
+    def apply_after_an_agent_solved_it(batch_, config, inbound, parsed, now, log):  # type: ignore[no-untyped-def]
+        if parsed.message_id == "<second@customer.example>":
+            with desk.db.session() as agent:  # `maildesk tickets set-status ... solved`, no threading lock
+                tickets.set_status(agent, agent.get(Ticket, ticket_id), "solved", actor="agent", now=now,
+                                   reason="done")
+        return real_apply(batch_, config, inbound, parsed, now, log)
+
+    monkeypatch.setattr(pipeline, "_apply", apply_after_an_agent_solved_it)
+    pipeline.process_many(desk.db, desk.config, ids, parsed={i: parse(r) for i, r in zip(ids, batch)})
+
+    assert desk.ticket(ticket_id)["status"] == "open"

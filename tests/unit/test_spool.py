@@ -110,3 +110,11 @@ def test_the_same_bytes_twice_in_one_batch_keep_both_envelopes(db: Database) -> 
     assert again == spool.Spooled(first.id, duplicate=True)
     [row] = spool.list_inbound(db)
     assert row.envelope["rcpt_to"] == ["support@example.com", "billing@example.com"]
+
+
+def test_a_batch_is_numbered_in_arrival_order(db: Database) -> None:
+    """The daemon processes the oldest id first: a batch must not come out backwards."""
+    mails = [make_mail(subject=s) for s in "abcd"]
+    results = spool.put_many(db, [spool.Item(raw, "smtp") for raw in mails])
+    assert [r.id for r in results] == sorted(r.id for r in results)
+    assert spool.queued_ids(db) == [r.id for r in results]
