@@ -63,6 +63,9 @@ class Renderer:
             keep_trailing_newline=True,
             trim_blocks=True,
             lstrip_blocks=True,
+            # Built-in templates ship with the package and never change while it runs;
+            # an admin's overrides are checked for edits at each use.
+            auto_reload=overrides is not None,
         )
 
     def candidates(self, kind: str, part: str, *, queue: str, language: str) -> list[str]:
