@@ -342,7 +342,7 @@ def _apply(
             tickets.customer_wrote(session, ticket, actor=mail.sender.address, now=now)
 
     kind = "customer" if verdict.kind == classify.NORMAL else "auto"
-    message = tickets.add_message(session, ticket, mail, inbound_id=inbound.id, kind=kind, via=match.via, now=now)
+    tickets.add_message(session, ticket, mail, inbound_id=inbound.id, kind=kind, via=match.via, now=now)
     people = [(mail.sender, "requester")] if created else []
     if verdict.kind == classify.NORMAL:
         people += [(p, "cc") for p in [mail.sender, *mail.to, *mail.cc] if config.address_for(p.address) is None]
@@ -355,7 +355,7 @@ def _apply(
         outbound.record_bounce(session, bounced, reason=verdict.reason, failed_recipients=verdict.failed_recipients,
                                permanent=verdict.permanent, now=now)
     if created and inbound.notify:
-        outbound.acknowledge(session, config, ticket, message, now=now)
+        outbound.acknowledge(session, config, ticket, mail, now=now)
     log.info("message applied", ticket_id=ticket.id, created=created, via=match.via, classification=verdict.kind)
     disposition = f"new ticket #{ticket.id}" if created else f"added to ticket #{ticket.id} ({match.via})"
     return Outcome(inbound.id, spool.DONE, ticket.id, created=created, detail=disposition), message_id

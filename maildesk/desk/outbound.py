@@ -30,7 +30,7 @@ from sqlalchemy.orm import Session
 
 from maildesk.config import AddressConfig, Config
 from maildesk.desk import threader
-from maildesk.desk.tickets import Person, record_event
+from maildesk.desk.tickets import IncomingMessage, Person, record_event
 from maildesk.mail.classify import NORMAL, is_robot_address
 from maildesk.mail.compose import Outgoing, compose_bytes, new_message_id, references_for
 from maildesk.mail.quotes import REPLY_ABOVE_MARKER
@@ -92,19 +92,15 @@ def acknowledge(
     session: Session,
     config: Config,
     ticket: Ticket,
-    message: Message,
+    mail: IncomingMessage,
     *,
     now: datetime,
 ) -> Outbox | None:
-    """Acknowledge a new ticket opened by ``message``, unless it was written by software."""
-    if message.classification != NORMAL or message.direction != "in":
+    """Acknowledge a new ticket opened by ``mail``, unless it was written by software."""
+    if mail.classification != NORMAL:
         return None
-    reply_to = message.reply_to[0] if message.reply_to else None
-    to = Person(reply_to["address"], reply_to["name"]) if reply_to else Person(message.from_address, message.from_name)
-    return enqueue(
-        session, config, ticket, "ack", to=[to], now=now, parent=message,
-        message_text=message.new_text,
-    )
+    to = mail.reply_to[0] if mail.reply_to else mail.sender
+    return enqueue(session, config, ticket, "ack", to=[to], now=now, parent=mail, message_text=mail.new_text)
 
 
 def status_changed(
@@ -140,7 +136,7 @@ def enqueue(
     *,
     to: list[Person],
     now: datetime,
-    parent: Message | None = None,
+    parent: Message | IncomingMessage | None = None,
     parent_thread_index: str | None = None,
     **variables: Any,
 ) -> Outbox:

@@ -140,8 +140,8 @@ def add_message(
     kind: str,
     via: str,
     now: datetime,
-) -> Message:
-    """Store ``mail`` on ``ticket``; the Message returned is a copy for reading, outside the session."""
+) -> int:
+    """Store ``mail`` on ``ticket``; returns the new message's id."""
     values: dict[str, Any] = dict(
         ticket_id=ticket.id,
         inbound_id=inbound_id,
@@ -165,8 +165,8 @@ def add_message(
         defects=mail.defects,
         created_at=now,
     )
-    message = Message(id=append_row(session, Message, values), **values)
-    append_rows(session, Attachment, [{**item, "message_id": message.id} for item in mail.attachments])
+    message_id = append_row(session, Message, values)
+    append_rows(session, Attachment, [{**item, "message_id": message_id} for item in mail.attachments])
     if ticket.updated_at != now:
         touch(session, ticket, now)
     record_event(
@@ -179,7 +179,7 @@ def add_message(
         message_id=mail.message_id,
         classification=mail.classification,
     )
-    return message
+    return message_id
 
 
 _TOUCH = update(Ticket.__table__).where(Ticket.__table__.c.id == bindparam("ticket_id")).values(
