@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +13,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import inspect, text
 
 from maildesk.config import DatabaseConfig
-from maildesk.db import MIGRATIONS_DIR, Database, open_database
+from maildesk.db import MIGRATIONS_DIR, SQLITE_PAGE_SIZE, Database, open_database
 from maildesk.migrations.head import HEAD_REVISION
 from maildesk.models import Base
 
@@ -157,3 +158,17 @@ def test_migrations_go_down_and_up_again_with_tickets_in_the_database(database_u
         assert len(desk.ticket(first.ticket_id)["messages"]) == 3  # two in, the acknowledgement out
     finally:
         database.dispose()
+
+
+def test_a_new_sqlite_database_has_large_pages_and_an_old_one_keeps_its_own(tmp_path: Path) -> None:
+    old = tmp_path / "old.db"
+    with sqlite3.connect(old) as connection:  # made by an earlier maildesk, with SQLite's default pages
+        connection.execute("CREATE TABLE earlier (x)")
+    for path, expected in ((tmp_path / "new.db", SQLITE_PAGE_SIZE), (old, 4096)):
+        database = Database(DatabaseConfig(url=f"sqlite:///{path}"))
+        try:
+            with database.engine.connect() as connection:
+                assert connection.exec_driver_sql("PRAGMA page_size").scalar() == expected
+                assert connection.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        finally:
+            database.dispose()
