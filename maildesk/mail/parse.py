@@ -38,6 +38,8 @@ SYNTHETIC_ID_DOMAIN = "maildesk.invalid"
 _MAX_DEPTH = 40
 _HEADER_LINE = re.compile(rb"^[!-9;-~]+[ \t]*:")
 _MBOX_FROM = re.compile(rb"^From [^\r\n]*\r?\n")
+_LEADING_SPACE = re.compile(rb"[\r\n \t]*")
+_BLANK_LINE = re.compile(rb"\r?\n\r?\n")
 _USABLE_HEADERS = {
     "from", "sender", "reply-to", "return-path", "to", "cc", "bcc",
     "delivered-to", "x-original-to", "envelope-to", "subject", "date",
@@ -93,12 +95,14 @@ def parse(raw: bytes) -> ParsedMail:
 def unusable_reason(raw: bytes) -> str | None:
     """Why ``raw`` is not an RFC 5322 message, or None if it looks like one."""
     data = as_bytes(raw)
-    if not data.strip():
+    if not data or data.isspace():
         return "empty input"
-    data = _MBOX_FROM.sub(b"", data.lstrip(b"\r\n \t"), count=1)
-    if not _HEADER_LINE.match(data):
+    # Only the header section is read (a copy of a large body would cost more than the rest).
+    start = _LEADING_SPACE.match(data).end()  # type: ignore[union-attr] - it matches the empty string too
+    blank_line = _BLANK_LINE.search(data, start)
+    head = _MBOX_FROM.sub(b"", data[start:blank_line.start() if blank_line else len(data)], count=1)
+    if not _HEADER_LINE.match(head):
         return "no header section: the first line is not a 'Name: value' header"
-    head = re.split(rb"\r?\n\r?\n", data, maxsplit=1)[0]
     if b"\x00" in head:
         return "binary data in the header section"
     names = {
