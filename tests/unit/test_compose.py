@@ -212,6 +212,15 @@ def test_every_line_ends_in_crlf_and_bodies_read_back() -> None:
     assert content(rich) == html + "\n"
 
 
+def test_quoted_printable_lines_keep_to_76_characters() -> None:
+    """RFC 2045 §6.7: the email package's own encoder would write lines of 78."""
+    text = "Grüße " + "x" * 200 + "\n" + "eine lange Zeile " * 10 + "é\n"
+    raw = compose(outgoing(text=text, html=None)).as_bytes()
+    body = raw.split(b"\r\n\r\n", 1)[1]
+    assert b"quoted-printable" in raw and max(len(line) for line in body.split(b"\r\n")) <= 76
+    assert content(email.message_from_bytes(raw, policy=default)) == text
+
+
 def test_text_that_quoted_printable_would_triple_goes_as_base64() -> None:
     text = "Здравствуйте, мы получили ваш запрос.\n" * 3
     mail = reparsed(outgoing(text=text, html=None))
