@@ -176,21 +176,28 @@ class _Batch:
     were parsed ahead, their thread keys are looked up together too.
     """
 
-    def __init__(self, session: Session, inbound_ids: Sequence[int], parsed: Mapping[int, ParsedMail]) -> None:
+    def __init__(self, session: Session, config: Config, inbound_ids: Sequence[int],
+                 parsed: Mapping[int, ParsedMail], now: datetime) -> None:
         self.session = session
         rows = session.connection().execute(_CLAIM, {"inbound_ids": list(inbound_ids)})
         self.claimed = {row.id: _Spooled(*row) for row in rows}
         self._done: list[dict[str, Any]] = []
         self.keys_ahead: threader.KeysAhead | None = None
+        self.recent_mail: outbound.RecentMail | None = None
         if not any(row.state == spool.QUEUED for row in self.claimed.values()):
             return
         # Taken here, outside any savepoint: rolling one back would release it.
         if session.get_bind().dialect.name == "postgresql":
             session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _THREADING_LOCK})
-        if len(parsed) > 1:
-            self.keys_ahead = threader.look_ahead(
-                session, [key for mail in parsed.values() for key in _thread_keys(mail)],
-                load_tickets=session.get_bind().dialect.name == "sqlite")
+        if len(parsed) < 2:
+            return
+        # SQLite: the batch holds the only write lock, so what it reads now stays true until it commits.
+        sole_writer = session.get_bind().dialect.name == "sqlite"
+        self.keys_ahead = threader.look_ahead(
+            session, [key for mail in parsed.values() for key in _thread_keys(mail)], load_tickets=sole_writer)
+        if sole_writer:
+            people = [_person(a).address for mail in parsed.values() for a in (*mail.reply_to[:1], mail.sender)]
+            self.recent_mail = outbound.RecentMail(session, config, people, now)
 
     def done(self, inbound_id: int, outcome: Outcome, message_id: str, now: datetime) -> None:
         self.claimed[inbound_id] = replace(self.claimed[inbound_id], state=spool.DONE, ticket_id=outcome.ticket_id)
@@ -201,6 +208,7 @@ class _Batch:
         """The message rolled back alone: nothing read before it is trusted any more."""
         self.claimed[inbound_id] = replace(self.claimed[inbound_id], state=spool.FAILED)
         self.keys_ahead = None
+        self.recent_mail = None
         self.session.expire_all()
 
     def mark_done_now(self) -> None:
@@ -214,7 +222,7 @@ def _run(
     *, isolated: bool,
 ) -> list[Outcome]:
     with db.session() as session:
-        batch = _Batch(session, inbound_ids, parsed)
+        batch = _Batch(session, config, inbound_ids, parsed, clock())
         outcomes = [_process_one(batch, config, inbound_id, clock, parsed.get(inbound_id), isolated=isolated)
                     for inbound_id in inbound_ids]
         batch.mark_done_now()
@@ -355,7 +363,7 @@ def _apply(
         outbound.record_bounce(session, bounced, reason=verdict.reason, failed_recipients=verdict.failed_recipients,
                                permanent=verdict.permanent, now=now)
     if created and inbound.notify:
-        outbound.acknowledge(session, config, ticket, mail, now=now)
+        outbound.acknowledge(session, config, ticket, mail, now=now, recent=batch.recent_mail)
     log.info("message applied", ticket_id=ticket.id, created=created, via=match.via, classification=verdict.kind)
     disposition = f"new ticket #{ticket.id}" if created else f"added to ticket #{ticket.id} ({match.via})"
     return Outcome(inbound.id, spool.DONE, ticket.id, created=created, detail=disposition), message_id

@@ -95,12 +95,14 @@ def acknowledge(
     mail: IncomingMessage,
     *,
     now: datetime,
+    recent: RecentMail | None = None,
 ) -> Outbox | None:
     """Acknowledge a new ticket opened by ``mail``, unless it was written by software."""
     if mail.classification != NORMAL:
         return None
     to = mail.reply_to[0] if mail.reply_to else mail.sender
-    return enqueue(session, config, ticket, "ack", to=[to], now=now, parent=mail, message_text=mail.new_text)
+    return enqueue(session, config, ticket, "ack", to=[to], now=now, parent=mail, message_text=mail.new_text,
+                   recent=recent)
 
 
 def status_changed(
@@ -138,6 +140,7 @@ def enqueue(
     now: datetime,
     parent: Message | IncomingMessage | None = None,
     parent_thread_index: str | None = None,
+    recent: RecentMail | None = None,
     **variables: Any,
 ) -> Outbox:
     """Render, compose and write one outbox row (``queued`` or ``suppressed``).
@@ -153,7 +156,7 @@ def enqueue(
     subject = rendered.subject if tag in rendered.subject else f"{tag} {rendered.subject}"
     message_id = new_message_id(config.desk.domain)
     references = references_for(parent.message_id, list(parent.references)) if parent else []
-    reason = _suppression(session, config, ticket, kind, to, now)
+    reason = _suppression(session, config, ticket, kind, to, now, recent)
     raw = b""
     if not reason:
         try:
@@ -187,6 +190,8 @@ def enqueue(
         classification=NORMAL, classification_reason="sent by maildesk", defects=[], created_at=now,
     )])
     threader.remember_keys(session, ticket.id, [message_id], claimed=frozenset())  # a fresh id: nobody has it
+    if recent is not None and kind in RATE_LIMITED:
+        recent.add(to[0].address.lower())
     record_event(session, ticket, "mail_queued", now=now, reason=f"{kind} to {recipients}",
                  outbox_id=row.id, kind=kind, message_id=message_id)
     return row
@@ -199,7 +204,44 @@ _SENT_TO_RECIPIENT = _RECENT_AUTOMATIC.where(Outbox.recipient == bindparam("reci
 _SENT_ON_TICKET = _RECENT_AUTOMATIC.where(Outbox.ticket_id == bindparam("ticket_id"))
 
 
-def _suppression(session: Session, config: Config, ticket: Ticket, kind: str, to: list[Person], now: datetime) -> str:
+_SENT_TO_EACH = (
+    select(Outbox.recipient, func.count(Outbox.id))
+    .where(Outbox.kind.in_(RATE_LIMITED), Outbox.status != SUPPRESSED, Outbox.created_at >= bindparam("since"),
+           Outbox.recipient.in_(bindparam("recipients", expanding=True)))
+    .group_by(Outbox.recipient)
+)
+
+
+class RecentMail:
+    """The automatic mail each recipient of a batch got in the rate-limit window, counted at once.
+
+    ``enqueue`` reads the count here instead of asking the database, and adds
+    what it queues. Only for a transaction no one else can write to before it
+    commits (SQLite's single writer). Counted from the batch's start, the
+    window reaches back the few seconds of the batch further than each mail's
+    own: it can hold back more mail, never less.
+    """
+
+    def __init__(self, session: Session, config: Config, recipients: list[str], now: datetime) -> None:
+        since = now - timedelta(minutes=config.limits.per_recipient_minutes)
+        self._sent = dict.fromkeys(recipients, 0)
+        wanted = list(self._sent)
+        for start in range(0, len(wanted), 500):
+            rows = session.connection().execute(
+                _SENT_TO_EACH, {"since": since, "recipients": wanted[start:start + 500]})
+            self._sent.update((recipient, count) for recipient, count in rows)
+
+    def sent_to(self, recipient: str) -> int | None:
+        """How many, or None for a recipient this batch did not expect."""
+        return self._sent.get(recipient)
+
+    def add(self, recipient: str) -> None:
+        if recipient in self._sent:
+            self._sent[recipient] += 1
+
+
+def _suppression(session: Session, config: Config, ticket: Ticket, kind: str, to: list[Person], now: datetime,
+                 recent: RecentMail | None = None) -> str:
     """Why this mail must not go out, or "" when it may."""
     for person in to:
         if config.address_for(person.address) is not None:
@@ -212,7 +254,10 @@ def _suppression(session: Session, config: Config, ticket: Ticket, kind: str, to
     since = now - timedelta(minutes=limits.per_recipient_minutes)
     # On the connection: the ORM session's autoflush and bookkeeping cost more than this COUNT.
     connection = session.connection()
-    sent = connection.execute(_SENT_TO_RECIPIENT, {"recipient": to[0].address.lower(), "since": since}).scalar() or 0
+    recipient = to[0].address.lower()
+    sent = recent.sent_to(recipient) if recent is not None else None
+    if sent is None:
+        sent = connection.execute(_SENT_TO_RECIPIENT, {"recipient": recipient, "since": since}).scalar() or 0
     if sent >= limits.per_recipient:
         return (f"rate limit: {sent} automatic mails to {to[0].address} in the last "
                 f"{limits.per_recipient_minutes:g} minutes (limit {limits.per_recipient})")

@@ -13,12 +13,14 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import select
 
-from maildesk import send
+from maildesk import send, spool
 from maildesk.cli import main
 from maildesk.config import Config
 from maildesk.desk import tickets
 from maildesk.desk.threader import strip_subject_tag
+from maildesk.mail.parse import parse
 from maildesk.models import Outbox, Ticket
+from maildesk.process import process_many
 from tests.helpers import Desk, make_mail
 
 AUTO = Path(__file__).parents[1] / "data" / "auto"
@@ -132,6 +134,22 @@ def test_auto_responders_ping_ponging_are_cut_off_by_the_rate_limit(desk: Desk, 
     # An hour later the window has moved on: a real new request is acknowledged again.
     desk.ingest(make_mail(sender="bot@robots.example", subject="New"), notify=True, now=now + timedelta(hours=1))
     assert outbox(desk)[-1].status == "queued"
+
+
+@pytest.mark.parametrize("parse_ahead", [True, False], ids=["parsed ahead", "one by one"])
+def test_the_per_recipient_limit_holds_inside_one_batch(desk: Desk, config: Config, parse_ahead: bool) -> None:
+    """A bulk import counts each recipient's automatic mail once for the batch, then as it queues."""
+    desk.ingest(make_mail(sender="bot@robots.example", subject="Earlier"), notify=True, now=T0)
+    mails = [make_mail(sender="bot@robots.example", subject=f"New {n}") for n in range(6)]
+    mails.append(make_mail(sender="Carol <carol@customer.example>", headers={"Reply-To": "bot@robots.example"}))
+    mails.append(make_mail(sender="dave@customer.example"))
+    ids = [spool.put(desk.db, raw, source="test").id for raw in mails]
+    parsed = {i: parse(raw) for i, raw in zip(ids, mails, strict=True)} if parse_ahead else None
+    process_many(desk.db, config, ids, clock=lambda: T0 + timedelta(minutes=1), parsed=parsed)
+
+    acks = [(row.recipient, row.status) for row in outbox(desk)[1:]]
+    assert acks == [("bot@robots.example", "queued")] * 4 + [("bot@robots.example", "suppressed")] * 3 + [
+        ("dave@customer.example", "queued")]
 
 
 def test_the_per_ticket_limit(desk: Desk, config: Config) -> None:
