@@ -37,7 +37,7 @@ from maildesk.desk.tickets import IncomingMessage, Person
 from maildesk.errors import TemporaryFailure
 from maildesk.mail import classify
 from maildesk.mail.parse import Address, ParsedMail, parse
-from maildesk.models import Inbound, Message, write_appended
+from maildesk.models import Inbound, Message, Ticket, write_appended
 
 log = structlog.get_logger(__name__)
 
@@ -199,6 +199,10 @@ class _Batch:
             people = [_person(a).address for mail in parsed.values() for a in (*mail.reply_to[:1], mail.sender)]
             self.recent_mail = outbound.RecentMail(session, config, people, now)
 
+    def participants_of(self, ticket: Ticket) -> set[str] | None:
+        """The ticket's participants if the batch loaded them ahead, else None."""
+        return self.keys_ahead.participants.get(ticket.id) if self.keys_ahead is not None else None
+
     def done(self, inbound_id: int, outcome: Outcome, message_id: str, now: datetime) -> None:
         self.claimed[inbound_id] = replace(self.claimed[inbound_id], state=spool.DONE, ticket_id=outcome.ticket_id)
         self._done.append({"inbound_id": inbound_id, "processed_at": now, "ticket_id": outcome.ticket_id,
@@ -354,7 +358,8 @@ def _apply(
     people = [(mail.sender, "requester")] if created else []
     if verdict.kind == classify.NORMAL:
         people += [(p, "cc") for p in [mail.sender, *mail.to, *mail.cc] if config.address_for(p.address) is None]
-    tickets.add_participants(session, ticket, people, now=now, new_ticket=created)
+    known = set() if created else batch.participants_of(ticket)
+    tickets.add_participants(session, ticket, people, now=now, known=known)
     threader.remember_keys(
         session, ticket.id, threader.thread_keys(mail.message_id, mail.in_reply_to, mail.references),
         claimed=match.claimed_keys,

@@ -119,6 +119,7 @@ _CLAIMED_KEYS = select(ThreadKey.message_id, ThreadKey.ticket_id).where(
 )
 
 
+_PARTICIPANTS = select(Participant.ticket_id, Participant.address)
 _LOOK_AHEAD_CHUNK = 500  # keys per query: well under any database's limit on parameters
 
 
@@ -130,6 +131,8 @@ class KeysAhead:
     claimed: dict[str, int]
     tickets: list[Ticket]
     """The tickets they name, kept loaded (the session's identity map holds them only weakly)."""
+    participants: dict[int, set[str]]
+    """The addresses on each of those tickets (kept up to date by ``tickets.add_participants``)."""
     writes: int
     """``models.appended_writes`` when they were looked up: once keys claimed since are written, they are stale."""
 
@@ -141,18 +144,24 @@ def look_ahead(session: Session, keys: Iterable[str], *, load_tickets: bool) -> 
     keys until the commit). What it found holds while the keys claimed since
     wait unwritten (``append_later``; ``claimed_keys`` checks) and until a
     merge moves keys: the caller drops it before a merge. ``load_tickets``:
-    also load the tickets the keys name, when nobody else can change them
-    before the commit (SQLite: the batch holds the only write lock).
+    also load the tickets the keys name and their participants, when nobody
+    else can change them before the commit (SQLite: the batch holds the only
+    write lock).
     """
     keys = list(dict.fromkeys(keys))
     claimed: dict[str, int] = {}
     for start in range(0, len(keys), _LOOK_AHEAD_CHUNK):
         rows = session.connection().execute(_CLAIMED_KEYS, {"keys": keys[start:start + _LOOK_AHEAD_CHUNK]})
         claimed.update((key, ticket_id) for key, ticket_id in rows)
-    tickets = []
+    tickets: list[Ticket] = []
+    participants: dict[int, set[str]] = {}
     if load_tickets and claimed:
-        tickets = list(session.scalars(select(Ticket).where(Ticket.id.in_(set(claimed.values())))))
-    return KeysAhead(set(keys), claimed, tickets, appended_writes(session))
+        ids = set(claimed.values())
+        tickets = list(session.scalars(select(Ticket).where(Ticket.id.in_(ids))))
+        participants = {ticket_id: set() for ticket_id in ids}
+        for ticket_id, address in session.execute(_PARTICIPANTS.where(Participant.ticket_id.in_(ids))):
+            participants[ticket_id].add(address)
+    return KeysAhead(set(keys), claimed, tickets, participants, appended_writes(session))
 
 
 def claimed_keys(session: Session, keys: list[str], ahead: KeysAhead | None = None) -> dict[str, int]:

@@ -196,17 +196,18 @@ _PARTICIPANTS_OF = select(Participant.address).where(Participant.ticket_id == bi
 
 
 def add_participants(
-    session: Session, ticket: Ticket, people: list[tuple[Person, str]], *, now: datetime, new_ticket: bool = False
+    session: Session, ticket: Ticket, people: list[tuple[Person, str]], *, now: datetime,
+    known: set[str] | None = None,
 ) -> None:
     """Make each (person, role) a participant of the ticket unless they already are.
 
-    ``new_ticket``: the ticket was opened in this transaction, so it has no
-    participants yet and there is nothing to look up.
+    ``known``: the ticket's participants, when the caller knows them (an empty
+    set for a ticket opened in this transaction); they are looked up
+    otherwise. The ones added here are added to it.
     """
-    known: set[str] = set()
+    if known is None:
+        known = set(session.connection().execute(_PARTICIPANTS_OF, {"ticket_id": ticket.id}).scalars())
     rows: list[dict[str, str | int]] = []
-    if not new_ticket:
-        known.update(session.connection().execute(_PARTICIPANTS_OF, {"ticket_id": ticket.id}).scalars())
     for person, role in people:
         address = person.address.lower()
         if not address or address in known:

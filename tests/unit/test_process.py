@@ -301,3 +301,17 @@ def test_a_status_change_committed_during_a_batch_is_seen_by_its_later_messages(
     pipeline.process_many(desk.db, desk.config, ids, parsed={i: parse(r) for i, r in zip(ids, batch)})
 
     assert desk.ticket(ticket_id)["status"] == "open"
+
+
+def test_a_batch_adds_a_new_cc_to_a_ticket_once(desk: Desk) -> None:
+    """Parsed ahead, a batch knows the participants of the tickets it answers, and keeps count."""
+    ticket_id = desk.ingest(make_mail(message_id="<a@customer.example>", cc="Carol <carol@customer.example>")).ticket_id
+    batch = [make_mail(sender="Dave <dave@other.example>", subject="Another matter"),
+             *(make_mail(message_id=f"<r{n}@customer.example>", in_reply_to="<a@customer.example>", subject="Re: Q",
+                         cc="Bob <bob@customer.example>, Carol <carol@customer.example>") for n in (1, 2))]
+    ids = [spool.put(desk.db, raw, source="test", notify=False).id for raw in batch]
+    outcomes = pipeline.process_many(desk.db, desk.config, ids, parsed={i: parse(r) for i, r in zip(ids, batch)})
+
+    assert [o.state for o in outcomes] == ["done"] * 3, [o.detail for o in outcomes]
+    people = sorted(p["address"] for p in desk.ticket(ticket_id)["participants"])
+    assert people == ["alice@customer.example", "bob@customer.example", "carol@customer.example"]
