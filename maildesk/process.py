@@ -151,7 +151,8 @@ def process_many(
         if len(inbound_ids) > 1:
             log.warning("batch commit failed, processing one by one", count=len(inbound_ids))
             return [outcome for one in inbound_ids
-                    for outcome in process_many(db, config, [one], clock=clock, parsed=parsed)]
+                    for outcome in process_many(db, config, [one], clock=clock,
+                                                parsed={one: parsed[one]} if one in parsed else None)]
         [inbound_id] = inbound_ids
         error = _describe(exc)
         log.error("processing failed at commit", inbound_id=inbound_id, error=error, traceback=traceback.format_exc())
@@ -177,7 +178,7 @@ class _Batch:
     """
 
     def __init__(self, session: Session, config: Config, inbound_ids: Sequence[int],
-                 parsed: Mapping[int, ParsedMail], now: datetime) -> None:
+                 parsed: Mapping[int, ParsedMail], clock: Clock) -> None:
         self.session = session
         rows = session.connection().execute(_CLAIM, {"inbound_ids": list(inbound_ids)})
         self.claimed = {row.id: _Spooled(*row) for row in rows}
@@ -195,9 +196,9 @@ class _Batch:
         sole_writer = session.get_bind().dialect.name == "sqlite"
         self.keys_ahead = threader.look_ahead(
             session, [key for mail in parsed.values() for key in _thread_keys(mail)], load_tickets=sole_writer)
-        if sole_writer:
+        if sole_writer and any(row.notify for row in self.claimed.values()):
             people = [_person(a).address for mail in parsed.values() for a in (*mail.reply_to[:1], mail.sender)]
-            self.recent_mail = outbound.RecentMail(session, config, people, now)
+            self.recent_mail = outbound.RecentMail(session, config, people, clock())
 
     def participants_of(self, ticket: Ticket) -> set[str] | None:
         """The ticket's participants if the batch loaded them ahead, else None."""
@@ -226,7 +227,7 @@ def _run(
     *, isolated: bool,
 ) -> list[Outcome]:
     with db.session() as session:
-        batch = _Batch(session, config, inbound_ids, parsed, clock())
+        batch = _Batch(session, config, inbound_ids, parsed, clock)
         outcomes = [_process_one(batch, config, inbound_id, clock, parsed.get(inbound_id), isolated=isolated)
                     for inbound_id in inbound_ids]
         batch.mark_done_now()

@@ -38,6 +38,7 @@ SYNTHETIC_ID_DOMAIN = "maildesk.invalid"
 _MAX_DEPTH = 40
 _HEADER_LINE = re.compile(rb"^[!-9;-~]+[ \t]*:")
 _MBOX_FROM = re.compile(rb"^From [^\r\n]*\r?\n")
+_MBOX_FROM_LINE = re.compile(rb"From [^\r\n]*\r?\n")  # _MBOX_FROM, to match at a position
 _LEADING_SPACE = re.compile(rb"[\r\n \t]*")
 _BLANK_LINE = re.compile(rb"\r?\n\r?\n")
 _USABLE_HEADERS = {
@@ -99,8 +100,11 @@ def unusable_reason(raw: bytes) -> str | None:
         return "empty input"
     # Only the header section is read (a copy of a large body would cost more than the rest).
     start = _LEADING_SPACE.match(data).end()  # type: ignore[union-attr] - it matches the empty string too
+    mbox_from = _MBOX_FROM_LINE.match(data, start)
+    if mbox_from:
+        start = mbox_from.end()
     blank_line = _BLANK_LINE.search(data, start)
-    head = _MBOX_FROM.sub(b"", data[start:blank_line.start() if blank_line else len(data)], count=1)
+    head = data[start:blank_line.start() if blank_line else len(data)]
     if not _HEADER_LINE.match(head):
         return "no header section: the first line is not a 'Name: value' header"
     if b"\x00" in head:

@@ -214,7 +214,7 @@ def test_every_line_ends_in_crlf_and_bodies_read_back() -> None:
 
 def test_quoted_printable_lines_keep_to_76_characters() -> None:
     """RFC 2045 §6.7: the email package's own encoder would write lines of 78."""
-    text = "Grüße " + "x" * 200 + "\n" + "eine lange Zeile " * 10 + "é\n"
+    text = "Grüße " + "x" * 200 + "\n" + "eine lange Zeile " * 10 + "é\n" + "x" * 75 + " \n" + "y" * 74 + "\t\n"
     raw = compose(outgoing(text=text, html=None)).as_bytes()
     body = raw.split(b"\r\n\r\n", 1)[1]
     assert b"quoted-printable" in raw and max(len(line) for line in body.split(b"\r\n")) <= 76

@@ -98,6 +98,7 @@ def test_deep_nesting_does_not_raise():
         (b"Hello,\nplease help me with my order.\n", "no header section"),
         (b"X-Foo: bar\nContent-Type: text/plain\n\nbody\n", "no From/To/Subject/Date/Message-ID"),
         (b"Subject: x\x00\x01\n\n", "binary data"),
+        (b"From :MAILER-DAEMON Mon Nov  2 09:00:00 2026\n\nhello\n", "no header section"),  # an mbox line only
     ],
 )
 def test_unusable_input(raw, reason):
