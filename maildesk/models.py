@@ -13,6 +13,7 @@ ORM's unit of work, which costs several times the INSERT itself.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -292,6 +293,16 @@ def append_row(session: Session, model: type[Base], values: dict[str, Any]) -> i
     """INSERT one row of ``model`` now; return its new id."""
     new_id = session.connection().execute(_insert(model, returning_id=True), values).scalar_one()
     return int(new_id)
+
+
+QUERY_CHUNK = 500
+"""Values per ``IN (...)`` list: well under any database's limit on parameters."""
+
+
+def chunks(values: list[Any], size: int = QUERY_CHUNK) -> Iterator[list[Any]]:
+    """``values`` in lists of at most ``size``, for one ``IN (...)`` query each."""
+    for start in range(0, len(values), size):
+        yield values[start:start + size]
 
 
 def append_rows(session: Session, model: type[Base], rows: list[dict[str, Any]]) -> None:

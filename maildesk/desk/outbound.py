@@ -34,7 +34,7 @@ from maildesk.desk.tickets import IncomingMessage, Person, record_event
 from maildesk.mail.classify import NORMAL, is_robot_address
 from maildesk.mail.compose import Outgoing, compose_bytes, new_message_id, references_for
 from maildesk.mail.quotes import REPLY_ABOVE_MARKER
-from maildesk.models import Message, Outbox, Ticket, append_row, append_rows
+from maildesk.models import Message, Outbox, Ticket, append_row, append_rows, chunks
 from maildesk.templating import renderer
 
 QUEUED, SENT, FAILED, SUPPRESSED = "queued", "sent", "failed", "suppressed"
@@ -205,9 +205,8 @@ _SENT_ON_TICKET = _RECENT_AUTOMATIC.where(Outbox.ticket_id == bindparam("ticket_
 
 
 _SENT_TO_EACH = (
-    select(Outbox.recipient, func.count(Outbox.id))
-    .where(Outbox.kind.in_(RATE_LIMITED), Outbox.status != SUPPRESSED, Outbox.created_at >= bindparam("since"),
-           Outbox.recipient.in_(bindparam("recipients", expanding=True)))
+    _RECENT_AUTOMATIC.with_only_columns(Outbox.recipient, func.count(Outbox.id))
+    .where(Outbox.recipient.in_(bindparam("recipients", expanding=True)))
     .group_by(Outbox.recipient)
 )
 
@@ -225,10 +224,8 @@ class RecentMail:
     def __init__(self, session: Session, config: Config, recipients: list[str], now: datetime) -> None:
         since = now - timedelta(minutes=config.limits.per_recipient_minutes)
         self._sent = dict.fromkeys(recipients, 0)
-        wanted = list(self._sent)
-        for start in range(0, len(wanted), 500):
-            rows = session.connection().execute(
-                _SENT_TO_EACH, {"since": since, "recipients": wanted[start:start + 500]})
+        for part in chunks(list(self._sent)):
+            rows = session.connection().execute(_SENT_TO_EACH, {"since": since, "recipients": part})
             self._sent.update((recipient, count) for recipient, count in rows)
 
     def sent_to(self, recipient: str) -> int | None:

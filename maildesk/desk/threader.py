@@ -28,7 +28,7 @@ from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from maildesk.desk.tickets import CLOSED, MERGED
-from maildesk.models import Participant, ThreadKey, Ticket, append_later, appended, appended_writes
+from maildesk.models import Participant, ThreadKey, Ticket, append_later, appended, appended_writes, chunks
 
 
 @dataclass(frozen=True)
@@ -120,7 +120,6 @@ _CLAIMED_KEYS = select(ThreadKey.message_id, ThreadKey.ticket_id).where(
 
 
 _PARTICIPANTS = select(Participant.ticket_id, Participant.address)
-_LOOK_AHEAD_CHUNK = 500  # keys per query: well under any database's limit on parameters
 
 
 @dataclass
@@ -150,8 +149,8 @@ def look_ahead(session: Session, keys: Iterable[str], *, load_tickets: bool) -> 
     """
     keys = list(dict.fromkeys(keys))
     claimed: dict[str, int] = {}
-    for start in range(0, len(keys), _LOOK_AHEAD_CHUNK):
-        rows = session.connection().execute(_CLAIMED_KEYS, {"keys": keys[start:start + _LOOK_AHEAD_CHUNK]})
+    for part in chunks(keys):
+        rows = session.connection().execute(_CLAIMED_KEYS, {"keys": part})
         claimed.update((key, ticket_id) for key, ticket_id in rows)
     tickets: list[Ticket] = []
     participants: dict[int, set[str]] = {}
