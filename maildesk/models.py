@@ -8,12 +8,14 @@ timezone-aware UTC.
 (messages, events, thread keys...) with one prepared INSERT, bypassing the
 ORM's unit of work, which costs several times the INSERT itself.
 ``append_later`` holds rows that are rarely read while the transaction runs
-(ticket history, thread keys) and writes them all at once before it commits.
+(messages and their attachments, ticket history, thread keys) and writes
+them all at once before it commits.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -281,11 +283,16 @@ _INSERTS: dict[tuple[type[Base], bool], Insert] = {}
 
 
 def _insert(model: type[Base], *, returning_id: bool) -> Insert:
-    """One INSERT per table, built once, so SQLAlchemy's statement cache always hits."""
+    """One INSERT per table, built once, so SQLAlchemy's statement cache always hits.
+
+    With ``returning_id`` it returns the new ids, in the order of the rows
+    given (one row, or many in one executemany).
+    """
     key = (model, returning_id)
     if key not in _INSERTS:
         table = model.__table__
-        _INSERTS[key] = insert(table).returning(table.c.id) if returning_id else insert(table)
+        _INSERTS[key] = (insert(table).returning(table.c.id, sort_by_parameter_order=True) if returning_id
+                         else insert(table))
     return _INSERTS[key]
 
 
@@ -312,20 +319,35 @@ def append_rows(session: Session, model: type[Base], rows: list[dict[str, Any]])
 
 
 _LATER = "maildesk.append_later"
+_CHILDREN = "maildesk.append_later.children"
 _WRITES = "maildesk.append_later.writes"
 
 
-def append_later(session: Session, model: type[Base], row: dict[str, Any]) -> None:
+@dataclass(frozen=True)
+class Children:
+    """Rows of ``model`` that point at a row held by ``append_later``: ``column`` gets its new id."""
+
+    model: type[Base]
+    column: str
+    rows: list[dict[str, Any]]
+
+
+def append_later(session: Session, model: type[Base], row: dict[str, Any], children: Children | None = None) -> None:
     """Append ``row`` of ``model`` with the others of this transaction, before it commits.
 
     For rows that are written often and read rarely (a bulk import writes a
-    few events per message): one executemany per table and transaction
-    instead of one INSERT each. An ORM statement whose main entity is
-    ``model`` (a query, an UPDATE) in the same transaction writes them first,
-    so it finds them; a join to ``model`` from another entity does not, and
-    plain Core reads must look at ``appended``. A rollback drops them.
+    message and a few events per mail): one executemany per table and
+    transaction instead of one INSERT each. ``children`` (a message's
+    attachments) are written right after, with the row's new id. An ORM
+    statement whose main entity is ``model`` or a child's model (a query, an
+    UPDATE) in the same transaction writes them first, so it finds them; a
+    join to ``model`` from another entity does not, and plain Core reads
+    must look at ``appended``. A rollback drops them.
     """
-    session.info.setdefault(_LATER, {}).setdefault(model, []).append(row)
+    pending = session.info.setdefault(_LATER, {}).setdefault(model, [])
+    if children is not None and children.rows:
+        session.info.setdefault(_CHILDREN, {}).setdefault(model, {})[len(pending)] = children
+    pending.append(row)
 
 
 def appended(session: Session, model: type[Base]) -> list[dict[str, Any]]:
@@ -336,10 +358,28 @@ def appended(session: Session, model: type[Base]) -> list[dict[str, Any]]:
 def write_appended(session: Session) -> None:
     """Write the rows ``append_later`` holds, now (before a savepoint, say)."""
     pending = session.info.pop(_LATER, {})
+    children_of = session.info.pop(_CHILDREN, {})
     for model, rows in pending.items():
-        append_rows(session, model, rows)
+        if model not in children_of:
+            append_rows(session, model, rows)
+            continue
+        ids = session.connection().execute(_insert(model, returning_id=True), rows).scalars().all()
+        by_model: dict[type[Base], list[dict[str, Any]]] = {}
+        for index, children in children_of[model].items():
+            by_model.setdefault(children.model, []).extend(
+                {**child, children.column: ids[index]} for child in children.rows)
+        for child_model, child_rows in by_model.items():
+            append_rows(session, child_model, child_rows)
     if pending:
         session.info[_WRITES] = appended_writes(session) + 1
+
+
+def _waiting_models(session: Session) -> set[type[Base]]:
+    """The tables ``append_later`` holds rows for, children included."""
+    waiting = set(session.info.get(_LATER, {}))
+    for children in session.info.get(_CHILDREN, {}).values():
+        waiting.update(child.model for child in children.values())
+    return waiting
 
 
 def appended_writes(session: Session) -> int:
@@ -357,12 +397,14 @@ def _write_before_commit(session: Session) -> None:
 
 @event.listens_for(Session, "after_soft_rollback")
 def _drop_on_rollback(session: Session, _previous: Any) -> None:
+    session.info.pop(_CHILDREN, None)
     if session.info.pop(_LATER, None):
         session.info[_WRITES] = appended_writes(session) + 1
 
 
 @event.listens_for(Session, "do_orm_execute")
 def _write_before_reading(state: ORMExecuteState) -> None:
-    pending = state.session.info.get(_LATER)
-    if pending and any(mapper.class_ in pending for mapper in state.all_mappers):
-        write_appended(state.session)
+    if state.session.info.get(_LATER):
+        waiting = _waiting_models(state.session)
+        if any(mapper.class_ in waiting for mapper in state.all_mappers):
+            write_appended(state.session)

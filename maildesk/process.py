@@ -37,7 +37,7 @@ from maildesk.desk.tickets import IncomingMessage, Person
 from maildesk.errors import TemporaryFailure
 from maildesk.mail import classify
 from maildesk.mail.parse import Address, ParsedMail, parse
-from maildesk.models import Inbound, Message, Ticket, write_appended
+from maildesk.models import Inbound, Message, Ticket, appended, write_appended
 
 log = structlog.get_logger(__name__)
 
@@ -319,9 +319,7 @@ def _apply(
     )
     mail = _incoming(parsed, verdict)
     claimed = threader.claimed_keys(session, _thread_keys(parsed), batch.keys_ahead)
-    stored_on = None
-    if message_id in claimed:  # else no stored message has this id (see threader.claimed_keys)
-        stored_on = session.connection().execute(_STORED_ON, {"message_id": message_id}).scalar()
+    stored_on = _stored_on(session, message_id) if message_id in claimed else None  # see threader.claimed_keys
     if stored_on is not None:
         log.info("duplicate message", ticket_id=stored_on)
         return Outcome(inbound.id, spool.DONE, stored_on,
@@ -431,6 +429,15 @@ def _join_split_conversation(
         merge.merge_into(session, survivor, ticket, actor=sender, now=now,
                          reason=f"one conversation: {match.reason} links ticket #{ticket.id} to #{survivor.id}")
     return replace(match, ticket=survivor, via=f"{match.via}, merged")
+
+
+def _stored_on(session: Session, message_id: str) -> int | None:
+    """The ticket a message with this Message-ID is on already, in the database or still waiting to be
+    written by this transaction; None when there is none."""
+    waiting = next((row["ticket_id"] for row in appended(session, Message) if row["message_id"] == message_id), None)
+    if waiting is not None:
+        return waiting
+    return session.connection().execute(_STORED_ON, {"message_id": message_id}).scalar()
 
 
 def _served_address(config: Config, inbound: _Spooled, parsed: ParsedMail) -> AddressConfig:

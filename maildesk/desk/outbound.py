@@ -34,7 +34,7 @@ from maildesk.desk.tickets import IncomingMessage, Person, record_event
 from maildesk.mail.classify import NORMAL, is_robot_address
 from maildesk.mail.compose import Outgoing, compose_bytes, new_message_id, references_for
 from maildesk.mail.quotes import REPLY_ABOVE_MARKER
-from maildesk.models import Message, Outbox, Ticket, append_row, append_rows, chunks
+from maildesk.models import Message, Outbox, Ticket, append_later, append_row, chunks
 from maildesk.templating import renderer
 
 QUEUED, SENT, FAILED, SUPPRESSED = "queued", "sent", "failed", "suppressed"
@@ -181,14 +181,14 @@ def enqueue(
         record_event(session, ticket, "mail_suppressed", now=now, reason=f"{kind} to {recipients} not sent: {reason}",
                      outbox_id=row.id, kind=kind, to=row.to)
         return row
-    append_rows(session, Message, [dict(
-        ticket_id=ticket.id, direction="out", kind=MESSAGE_KIND.get(kind, "auto"), message_id=message_id,
+    append_later(session, Message, dict(
+        ticket_id=ticket.id, inbound_id=None, direction="out", kind=MESSAGE_KIND.get(kind, "auto"), message_id=message_id,
         in_reply_to=[parent.message_id] if parent else [], references=references,
         from_address=served.address, from_name=served.display_name,
         to=[{"name": p.name, "address": p.address} for p in to], cc=[], reply_to=[], subject=subject,
         date=now, body_text=rendered.text, body_html=rendered.html, new_text=rendered.text,
         classification=NORMAL, classification_reason="sent by maildesk", defects=[], created_at=now,
-    )])
+    ))
     threader.remember_keys(session, ticket.id, [message_id], claimed=frozenset())  # a fresh id: nobody has it
     if recent is not None and kind in RATE_LIMITED:
         recent.add(to[0].address.lower())

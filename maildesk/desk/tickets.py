@@ -5,9 +5,11 @@ here parses mail or touches the network. Every change writes a TicketEvent
 saying who did it and why.
 
 Rows that are only ever appended (messages, attachments, participants,
-events) are written with plain INSERT statements at once, not through the
-ORM's unit of work: most of a message's processing time went into the
-bookkeeping of objects nobody reads again in that transaction.
+events) are written with plain INSERT statements, not through the ORM's
+unit of work: most of a message's processing time went into the
+bookkeeping of objects nobody reads again in that transaction. Messages,
+attachments and events wait to be written together before the commit
+(``models.append_later``).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from sqlalchemy.orm import Session, make_transient_to_detached
 from sqlalchemy.orm.attributes import set_committed_value
 
 from maildesk.models import (
-    Attachment, Message, Participant, Ticket, TicketEvent, append_later, append_row, append_rows,
+    Attachment, Children, Message, Participant, Ticket, TicketEvent, append_later, append_row, append_rows,
 )
 
 NEW, OPEN, PENDING, SOLVED, CLOSED = "new", "open", "pending", "solved", "closed"
@@ -140,8 +142,9 @@ def add_message(
     kind: str,
     via: str,
     now: datetime,
-) -> int:
-    """Store ``mail`` on ``ticket``; returns the new message's id."""
+) -> None:
+    """Store ``mail`` on ``ticket``: the message and its attachments are written with the
+    transaction's other appended rows (``models.append_later``)."""
     values: dict[str, Any] = dict(
         ticket_id=ticket.id,
         inbound_id=inbound_id,
@@ -165,8 +168,7 @@ def add_message(
         defects=mail.defects,
         created_at=now,
     )
-    message_id = append_row(session, Message, values)
-    append_rows(session, Attachment, [{**item, "message_id": message_id} for item in mail.attachments])
+    append_later(session, Message, values, Children(Attachment, "message_id", mail.attachments))
     if ticket.updated_at != now:
         touch(session, ticket, now)
     record_event(
@@ -179,7 +181,6 @@ def add_message(
         message_id=mail.message_id,
         classification=mail.classification,
     )
-    return message_id
 
 
 _TOUCH = update(Ticket.__table__).where(Ticket.__table__.c.id == bindparam("ticket_id")).values(

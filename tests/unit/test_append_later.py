@@ -1,12 +1,16 @@
-"""append_later: history rows written together before the commit, seen by queries, dropped on rollback."""
+"""append_later: rows (and their children) written together before the commit, seen by queries, dropped on
+rollback."""
 
 from __future__ import annotations
+
+import hashlib
+from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from maildesk.desk import tickets
-from maildesk.models import Ticket, TicketEvent
+from maildesk.models import Attachment, Children, Message, Ticket, TicketEvent, append_later, appended
 from tests.helpers import BASE_DATE, Desk, make_mail
 
 
@@ -44,3 +48,58 @@ def test_a_rollback_drops_them(desk: Desk) -> None:
             tickets.record_event(session, session.get(Ticket, ticket_id), "noted", now=BASE_DATE, reason="test")
     events = _events(desk, ticket_id)
     assert "tagged" not in events and events[-1] == "noted"
+
+
+def _message_row(ticket_id: int, message_id: str) -> dict[str, Any]:
+    return dict(ticket_id=ticket_id, inbound_id=None, direction="in", kind="customer", message_id=message_id,
+                in_reply_to=[], references=[], from_address="alice@customer.example", from_name="Alice",
+                to=[], cc=[], reply_to=[], subject="s", date=None, body_text="b", body_html=None, new_text="b",
+                classification="normal", classification_reason="test", defects=[], created_at=BASE_DATE)
+
+
+def _attachment(name: str) -> dict[str, Any]:
+    content = name.encode()
+    return dict(filename=name, safe_filename=name, content_type="text/plain", content_id=None, inline=False,
+                size=len(content), sha256=hashlib.sha256(content).hexdigest(), content=content)
+
+
+def test_children_get_their_own_rows_id_and_rows_keep_their_order(desk: Desk) -> None:
+    ticket_id = desk.ingest(make_mail()).ticket_id
+    with desk.db.session() as session:
+        for n in range(4):
+            files = [_attachment(f"m{n}-{k}.txt") for k in range(n % 3)]  # none, one, two, none
+            append_later(session, Message, _message_row(ticket_id, f"<later-{n}@test>"),
+                         Children(Attachment, "message_id", files))
+    with desk.db.session() as session:
+        rows = session.execute(select(Message.id, Message.message_id).where(Message.message_id.like("<later-%"))
+                               .order_by(Message.id)).all()
+        assert [m for _, m in rows] == [f"<later-{n}@test>" for n in range(4)]
+        owner = {message_id: n for n, (_, message_id) in enumerate(rows)}
+        attached = session.execute(select(Attachment.filename, Message.message_id)
+                                   .join(Message, Attachment.message_id == Message.id)).all()
+    assert sorted(attached) == sorted((f"m{n}-{k}.txt", f"<later-{n}@test>") for n in range(4) for k in range(n % 3))
+    assert all(name.startswith(f"m{owner[message_id]}-") for name, message_id in attached)
+
+
+def test_a_query_on_the_children_finds_them(desk: Desk) -> None:
+    ticket_id = desk.ingest(make_mail()).ticket_id
+    with desk.db.session() as session:
+        append_later(session, Message, _message_row(ticket_id, "<later@test>"),
+                     Children(Attachment, "message_id", [_attachment("a.txt")]))
+        assert session.scalar(select(Attachment.filename).where(Attachment.filename == "a.txt")) == "a.txt"
+        assert appended(session, Message) == []
+
+
+def test_a_rollback_drops_the_children_too(desk: Desk) -> None:
+    ticket_id = desk.ingest(make_mail()).ticket_id
+    with Session(desk.db.engine) as session:
+        with session.begin():
+            append_later(session, Message, _message_row(ticket_id, "<dropped@test>"),
+                         Children(Attachment, "message_id", [_attachment("dropped.txt")]))
+            session.rollback()
+        with session.begin():
+            append_later(session, Message, _message_row(ticket_id, "<kept@test>"))
+    with desk.db.session() as session:
+        assert session.scalar(select(func.count(Attachment.id)).where(Attachment.filename == "dropped.txt")) == 0
+        assert session.scalar(select(func.count(Message.id)).where(Message.message_id == "<dropped@test>")) == 0
+        assert session.scalar(select(func.count(Message.id)).where(Message.message_id == "<kept@test>")) == 1
