@@ -483,7 +483,7 @@ def _incoming(parsed: ParsedMail, verdict: classify.Classification) -> IncomingM
                 "filename": a.filename,
                 "safe_filename": a.safe_filename,
                 "content_type": a.content_type[:255],
-                "content_id": a.content_id,
+                "content_id": a.content_id[:998] if a.content_id else None,
                 "inline": a.inline,
                 "size": a.size,
                 "sha256": a.sha256,

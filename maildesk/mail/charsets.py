@@ -160,8 +160,15 @@ def decode(data: bytes, label: str | None) -> tuple[str, str | None]:
     """Decode mail bytes declared as ``label``.
 
     Returns the text and a one-line defect, or None when the bytes decoded
-    cleanly under the label (or its superset).
+    cleanly under the label (or its superset). NUL characters are dropped:
+    no mail may carry them in text (RFC 5322, RFC 2045), and PostgreSQL
+    cannot store them.
     """
+    text, defect = _decode(data, label)
+    return text.replace("\x00", ""), defect
+
+
+def _decode(data: bytes, label: str | None) -> tuple[str, str | None]:
     if not data:
         return "", None
     codec = codec_for(label)
@@ -243,11 +250,11 @@ def header_text(raw: str, words: bool = True, hint: str | None = None) -> tuple[
     undecodable 8-bit bytes carried as surrogate escapes. With ``words``
     false, encoded words are left for the caller (address headers must be
     split before their display names are decoded). ``hint`` is a charset to
-    try for raw 8-bit bytes, usually the body's. Returns the text and a list
-    of defects.
+    try for raw 8-bit bytes, usually the body's. Returns the text (without
+    NUL characters, as ``decode``) and a list of defects.
     """
     defects: list[str] = []
-    text = _FOLD.sub("", str(raw)).replace("\r", "").replace("\n", " ")
+    text = _FOLD.sub("", str(raw)).replace("\r", "").replace("\n", " ").replace("\x00", "")
     if _has_surrogates(text):
         data = text.encode("utf-8", "surrogateescape")
         text, defect = decode(data, hint)
