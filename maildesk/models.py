@@ -359,19 +359,21 @@ def write_appended(session: Session) -> None:
     """Write the rows ``append_later`` holds, now (before a savepoint, say)."""
     pending = session.info.pop(_LATER, {})
     children_of = session.info.pop(_CHILDREN, {})
-    for model, rows in pending.items():
-        if model not in children_of:
-            append_rows(session, model, rows)
-            continue
-        ids = session.connection().execute(_insert(model, returning_id=True), rows).scalars().all()
-        by_model: dict[type[Base], list[dict[str, Any]]] = {}
-        for index, children in children_of[model].items():
-            by_model.setdefault(children.model, []).extend(
-                {**child, children.column: ids[index]} for child in children.rows)
-        for child_model, child_rows in by_model.items():
-            append_rows(session, child_model, child_rows)
-    if pending:
-        session.info[_WRITES] = appended_writes(session) + 1
+    try:
+        for model, rows in pending.items():
+            if model not in children_of:
+                append_rows(session, model, rows)
+                continue
+            ids = session.connection().execute(_insert(model, returning_id=True), rows).scalars().all()
+            by_model: dict[type[Base], list[dict[str, Any]]] = {}
+            for index, children in children_of[model].items():
+                by_model.setdefault(children.model, []).extend(
+                    {**child, children.column: ids[index]} for child in children.rows)
+            for child_model, child_rows in by_model.items():
+                append_rows(session, child_model, child_rows)
+    finally:  # written or, if that failed, dropped: either way what waited is gone
+        if pending:
+            session.info[_WRITES] = appended_writes(session) + 1
 
 
 def _waiting_models(session: Session) -> set[type[Base]]:

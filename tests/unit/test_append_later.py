@@ -6,11 +6,15 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
+import pytest
 from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from maildesk.desk import tickets
-from maildesk.models import Attachment, Children, Message, Ticket, TicketEvent, append_later, appended
+from maildesk.models import (
+    Attachment, Children, Message, ThreadKey, Ticket, TicketEvent, append_later, appended, appended_writes,
+)
 from tests.helpers import BASE_DATE, Desk, make_mail
 
 
@@ -103,3 +107,13 @@ def test_a_rollback_drops_the_children_too(desk: Desk) -> None:
         assert session.scalar(select(func.count(Attachment.id)).where(Attachment.filename == "dropped.txt")) == 0
         assert session.scalar(select(func.count(Message.id)).where(Message.message_id == "<dropped@test>")) == 0
         assert session.scalar(select(func.count(Message.id)).where(Message.message_id == "<kept@test>")) == 1
+
+
+def test_rows_whose_write_fails_count_as_changed(desk: Desk) -> None:
+    """What was read while they waited may be out of date: ``appended_writes`` must say so."""
+    with desk.db.session() as session:
+        before = appended_writes(session)
+        with pytest.raises(IntegrityError), session.begin_nested():
+            append_later(session, ThreadKey, {"message_id": "<k@test>", "ticket_id": 999999})  # no such ticket
+        assert appended(session, ThreadKey) == []
+        assert appended_writes(session) > before
