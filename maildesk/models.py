@@ -34,7 +34,9 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    bindparam,
     insert,
+    select,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, ORMExecuteState, Session, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
@@ -283,17 +285,29 @@ _INSERTS: dict[tuple[type[Base], bool], Insert] = {}
 
 
 def _insert(model: type[Base], *, returning_id: bool) -> Insert:
-    """One INSERT per table, built once, so SQLAlchemy's statement cache always hits.
-
-    With ``returning_id`` it returns the new ids, in the order of the rows
-    given (one row, or many in one executemany).
-    """
+    """One INSERT per table, built once, so SQLAlchemy's statement cache always hits."""
     key = (model, returning_id)
     if key not in _INSERTS:
         table = model.__table__
-        _INSERTS[key] = (insert(table).returning(table.c.id, sort_by_parameter_order=True) if returning_id
-                         else insert(table))
+        _INSERTS[key] = insert(table).returning(table.c.id) if returning_id else insert(table)
     return _INSERTS[key]
+
+
+_CHILD_INSERTS: dict[tuple[type[Base], type[Base], str, str, tuple[str, ...]], Insert] = {}
+_PARENT = "maildesk_parent"
+
+
+def _insert_children(parent: type[Base], child: type[Base], column: str, parent_key: str,
+                     names: tuple[str, ...]) -> Insert:
+    """INSERT a ``child`` row whose ``column`` is the id of the ``parent`` row found by its unique
+    ``parent_key`` (the bind parameter ``maildesk_parent``); ``names`` are the row's other columns."""
+    key = (parent, child, column, parent_key, names)
+    if key not in _CHILD_INSERTS:
+        parents, children = parent.__table__, child.__table__
+        found = select(parents.c.id, *(bindparam(name, type_=children.c[name].type) for name in names)).where(
+            parents.c[parent_key] == bindparam(_PARENT))
+        _CHILD_INSERTS[key] = insert(children).from_select([column, *names], found)
+    return _CHILD_INSERTS[key]
 
 
 def append_row(session: Session, model: type[Base], values: dict[str, Any]) -> int:
@@ -325,11 +339,16 @@ _WRITES = "maildesk.append_later.writes"
 
 @dataclass(frozen=True)
 class Children:
-    """Rows of ``model`` that point at a row held by ``append_later``: ``column`` gets its new id."""
+    """Rows of ``model`` whose ``column`` is to hold the id of a row that ``append_later`` holds.
+
+    They are written after it, and find it by ``parent_key``, a unique
+    column of its table (a message's attachments find it by its Message-ID).
+    """
 
     model: type[Base]
     column: str
     rows: list[dict[str, Any]]
+    parent_key: str
 
 
 def append_later(session: Session, model: type[Base], row: dict[str, Any], children: Children | None = None) -> None:
@@ -344,10 +363,9 @@ def append_later(session: Session, model: type[Base], row: dict[str, Any], child
     join to ``model`` from another entity does not, and plain Core reads
     must look at ``appended``. A rollback drops them.
     """
-    pending = session.info.setdefault(_LATER, {}).setdefault(model, [])
+    session.info.setdefault(_LATER, {}).setdefault(model, []).append(row)
     if children is not None and children.rows:
-        session.info.setdefault(_CHILDREN, {}).setdefault(model, {})[len(pending)] = children
-    pending.append(row)
+        session.info.setdefault(_CHILDREN, {}).setdefault(model, []).append((children, row[children.parent_key]))
 
 
 def appended(session: Session, model: type[Base]) -> list[dict[str, Any]]:
@@ -361,26 +379,30 @@ def write_appended(session: Session) -> None:
     children_of = session.info.pop(_CHILDREN, {})
     try:
         for model, rows in pending.items():
-            if model not in children_of:
-                append_rows(session, model, rows)
-                continue
-            ids = session.connection().execute(_insert(model, returning_id=True), rows).scalars().all()
-            by_model: dict[type[Base], list[dict[str, Any]]] = {}
-            for index, children in children_of[model].items():
-                by_model.setdefault(children.model, []).extend(
-                    {**child, children.column: ids[index]} for child in children.rows)
-            for child_model, child_rows in by_model.items():
-                append_rows(session, child_model, child_rows)
+            append_rows(session, model, rows)
+            _write_children(session, model, children_of.get(model, []))
     finally:  # written or, if that failed, dropped: either way what waited is gone
         if pending:
             session.info[_WRITES] = appended_writes(session) + 1
 
 
+def _write_children(session: Session, parent: type[Base], children_of: list[tuple[Children, Any]]) -> None:
+    """One executemany per kind of child row, each finding its parent by the parent's unique key."""
+    batches: dict[tuple[type[Base], str, str, tuple[str, ...]], list[dict[str, Any]]] = {}
+    for children, parent_key_value in children_of:
+        for child in children.rows:
+            names = tuple(name for name in child if name != children.column)
+            batches.setdefault((children.model, children.column, children.parent_key, names), []).append(
+                {**child, _PARENT: parent_key_value})
+    for (child_model, column, parent_key, names), rows in batches.items():
+        session.connection().execute(_insert_children(parent, child_model, column, parent_key, names), rows)
+
+
 def _waiting_models(session: Session) -> set[type[Base]]:
     """The tables ``append_later`` holds rows for, children included."""
     waiting = set(session.info.get(_LATER, {}))
-    for children in session.info.get(_CHILDREN, {}).values():
-        waiting.update(child.model for child in children.values())
+    for children_of in session.info.get(_CHILDREN, {}).values():
+        waiting.update(children.model for children, _ in children_of)
     return waiting
 
 

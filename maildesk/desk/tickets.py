@@ -168,7 +168,9 @@ def add_message(
         defects=mail.defects,
         created_at=now,
     )
-    append_later(session, Message, values, Children(Attachment, "message_id", mail.attachments))
+    # Each attachment's message_id column is the message row's id, found by the message's Message-ID.
+    append_later(session, Message, values,
+                 Children(Attachment, column="message_id", rows=mail.attachments, parent_key="message_id"))
     if ticket.updated_at != now:
         touch(session, ticket, now)
     record_event(

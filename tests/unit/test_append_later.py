@@ -61,6 +61,10 @@ def _message_row(ticket_id: int, message_id: str) -> dict[str, Any]:
                 classification="normal", classification_reason="test", defects=[], created_at=BASE_DATE)
 
 
+def _attachments(*names: str) -> Children:
+    return Children(Attachment, column="message_id", rows=[_attachment(n) for n in names], parent_key="message_id")
+
+
 def _attachment(name: str) -> dict[str, Any]:
     content = name.encode()
     return dict(filename=name, safe_filename=name, content_type="text/plain", content_id=None, inline=False,
@@ -71,9 +75,8 @@ def test_children_get_their_own_rows_id_and_rows_keep_their_order(desk: Desk) ->
     ticket_id = desk.ingest(make_mail()).ticket_id
     with desk.db.session() as session:
         for n in range(4):
-            files = [_attachment(f"m{n}-{k}.txt") for k in range(n % 3)]  # none, one, two, none
-            append_later(session, Message, _message_row(ticket_id, f"<later-{n}@test>"),
-                         Children(Attachment, "message_id", files))
+            files = _attachments(*(f"m{n}-{k}.txt" for k in range(n % 3)))  # none, one, two, none
+            append_later(session, Message, _message_row(ticket_id, f"<later-{n}@test>"), files)
     with desk.db.session() as session:
         rows = session.execute(select(Message.id, Message.message_id).where(Message.message_id.like("<later-%"))
                                .order_by(Message.id)).all()
@@ -89,7 +92,7 @@ def test_a_query_on_the_children_finds_them(desk: Desk) -> None:
     ticket_id = desk.ingest(make_mail()).ticket_id
     with desk.db.session() as session:
         append_later(session, Message, _message_row(ticket_id, "<later@test>"),
-                     Children(Attachment, "message_id", [_attachment("a.txt")]))
+                     _attachments("a.txt"))
         assert session.scalar(select(Attachment.filename).where(Attachment.filename == "a.txt")) == "a.txt"
         assert appended(session, Message) == []
 
@@ -99,7 +102,7 @@ def test_a_rollback_drops_the_children_too(desk: Desk) -> None:
     with Session(desk.db.engine) as session:
         with session.begin():
             append_later(session, Message, _message_row(ticket_id, "<dropped@test>"),
-                         Children(Attachment, "message_id", [_attachment("dropped.txt")]))
+                         _attachments("dropped.txt"))
             session.rollback()
         with session.begin():
             append_later(session, Message, _message_row(ticket_id, "<kept@test>"))
