@@ -182,8 +182,8 @@ def enqueue(
                      outbox_id=row.id, kind=kind, to=row.to)
         return row
     append_later(session, Message, dict(
-        ticket_id=ticket.id, inbound_id=None, direction="out", kind=MESSAGE_KIND.get(kind, "auto"), message_id=message_id,
-        in_reply_to=[parent.message_id] if parent else [], references=references,
+        ticket_id=ticket.id, inbound_id=None, direction="out", kind=MESSAGE_KIND.get(kind, "auto"),
+        message_id=message_id, in_reply_to=[parent.message_id] if parent else [], references=references,
         from_address=served.address, from_name=served.display_name,
         to=[{"name": p.name, "address": p.address} for p in to], cc=[], reply_to=[], subject=subject,
         date=now, body_text=rendered.text, body_html=rendered.html, new_text=rendered.text,
