@@ -35,6 +35,13 @@ _READ_ONLY = "maildesk_read_only"
 VERSION_TABLE = "alembic_version"
 
 
+def worth_retrying(exc: OperationalError) -> bool:
+    """Whether retrying may help: a lock, a lost connection, a deadlock, a full disk... Not so
+    PostgreSQL's "program limit exceeded" (SQLSTATE class 54, an index entry too large, say):
+    the same data hits it again, so a message that causes it must fail, not wait forever."""
+    return not str(getattr(exc.orig, "sqlstate", None) or "").startswith("54")
+
+
 class Database:
     """One engine and its session factory; the only door to the database."""
 
@@ -90,6 +97,8 @@ class Database:
             with self._sessions() as session, session.begin():
                 yield session
         except OperationalError as exc:
+            if not worth_retrying(exc):
+                raise
             raise TemporaryFailure(f"database unavailable: {_first_line(exc)}") from exc
         except DBAPIError as exc:
             if exc.connection_invalidated:

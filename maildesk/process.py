@@ -31,11 +31,11 @@ from sqlalchemy.orm import Session
 
 from maildesk import spool
 from maildesk.config import AddressConfig, Config
-from maildesk.db import Database
+from maildesk.db import Database, worth_retrying
 from maildesk.desk import merge, outbound, threader, tickets
 from maildesk.desk.tickets import IncomingMessage, Person
 from maildesk.errors import TemporaryFailure
-from maildesk.mail import classify
+from maildesk.mail import charsets, classify
 from maildesk.mail.parse import Address, ParsedMail, parse
 from maildesk.models import Inbound, Message, Ticket, appended, write_appended
 
@@ -261,10 +261,10 @@ def _process_one(
             bound = bound.bind(message_id=parsed.message_id)
             outcome, message_id = _apply(batch, config, inbound, parsed, clock(), bound)
             session.flush()
-    except (OperationalError, TemporaryFailure):
+    except TemporaryFailure:
         raise
     except DBAPIError as exc:
-        if exc.connection_invalidated:
+        if exc.connection_invalidated or (isinstance(exc, OperationalError) and worth_retrying(exc)):
             raise
         if not isolated:
             raise _BatchFailed(inbound_id) from exc
@@ -286,7 +286,8 @@ def _failed(batch: _Batch, inbound_id: int, exc: Exception, log: Any) -> Outcome
 
 
 def _describe(exc: BaseException) -> str:
-    return "".join(traceback.format_exception_only(exc)).strip()
+    """The error in words, as it is stored with the failed message (whatever characters it quotes)."""
+    return charsets.storable("".join(traceback.format_exception_only(exc)).strip())
 
 
 def process_queued(db: Database, config: Config, *, clock: Clock = utc_now, limit: int | None = None) -> list[Outcome]:
@@ -455,9 +456,15 @@ def _thread_keys(parsed: ParsedMail) -> list[str]:
                                 [_stored_id(i) for i in parsed.references])
 
 
+_ID_BYTES = 998
+
+
 def _stored_id(message_id: str) -> str:
-    """A Message-ID as stored: cut to the 998 characters of an RFC 5322 line."""
-    return message_id[:998]
+    """A Message-ID as stored: cut to the 998 bytes of an RFC 5322 line (in UTF-8, at a whole
+    character), which also keeps it within what a PostgreSQL index entry can hold."""
+    if len(message_id) <= _ID_BYTES // 4:  # no character takes more than four bytes
+        return message_id
+    return message_id.encode("utf-8", "replace")[:_ID_BYTES].decode("utf-8", "ignore")
 
 
 def _incoming(parsed: ParsedMail, verdict: classify.Classification) -> IncomingMessage:
@@ -477,7 +484,7 @@ def _incoming(parsed: ParsedMail, verdict: classify.Classification) -> IncomingM
         classification=verdict.kind,
         classification_reason=verdict.reason,
         defects=list(parsed.defects),
-        thread_index=str(parsed.message.get("Thread-Index") or "") or None,
+        thread_index=next((value for name, value in parsed.headers if name.lower() == "thread-index"), None) or None,
         attachments=[
             {
                 "filename": a.filename,

@@ -77,7 +77,7 @@ def name_attachments(parts) -> list[Attachment]:
     result: list[Attachment] = []
     used: set[str] = set()
     for index, (part, forced_name) in enumerate(parts, start=1):
-        ctype = part.get_content_type()
+        ctype = charsets.storable(part.get_content_type())
         if ctype.startswith("message/"):
             payload = part.get_payload()
             inner = payload if isinstance(payload, list) else [payload]
@@ -100,7 +100,7 @@ def name_attachments(parts) -> list[Attachment]:
         used.add(unique.casefold())
         safe = unique
         cid = safe_call(part.get, "Content-ID")
-        cid = "".join(str(cid).split()).strip("<>") or None if cid else None
+        cid = charsets.storable("".join(str(cid).split()).strip("<>")) or None if cid else None
         disposition = safe_call(part.get_content_disposition)
         inline = disposition == "inline" or (disposition is None and cid is not None)
         result.append(Attachment(filename, safe, ctype, content, cid, inline))

@@ -123,6 +123,22 @@ _SECOND_CHOICE = {
 _CP_DASH = re.compile(r"^(?:cp|ibm|windows|win|x-cp|ms)[-_ ]?(\d{3,5})$")
 
 
+# Python text codecs that are no charset any mail is written in: escape
+# notations and the host-name codecs. Such a label is junk to detect past.
+_NOT_MAIL_CHARSETS = {"unicode-escape", "raw-unicode-escape", "punycode", "idna", "undefined"}
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def storable(text: str) -> str:
+    """``text`` as any database can store it: NUL dropped, a lone surrogate replaced by U+FFFD.
+
+    No mail may carry NUL in text (RFC 5322, RFC 2045); PostgreSQL refuses
+    both, and no driver can encode a surrogate.
+    """
+    return _SURROGATE.sub("\ufffd", text.replace("\x00", ""))
+
+
 def codec_for(label: str | None) -> str | None:
     """Name of the Python codec to use for a declared charset label.
 
@@ -144,7 +160,7 @@ def codec_for(label: str | None) -> str | None:
         found = codecs.lookup(name).name
     except (LookupError, ValueError):
         return None
-    if not _is_text_codec(found):
+    if not _is_text_codec(found) or found in _NOT_MAIL_CHARSETS:
         return None
     return _ALIASES.get(found.replace("_", "-"), found)
 
@@ -160,12 +176,10 @@ def decode(data: bytes, label: str | None) -> tuple[str, str | None]:
     """Decode mail bytes declared as ``label``.
 
     Returns the text and a one-line defect, or None when the bytes decoded
-    cleanly under the label (or its superset). NUL characters are dropped:
-    no mail may carry them in text (RFC 5322, RFC 2045), and PostgreSQL
-    cannot store them.
+    cleanly under the label (or its superset). The text is ``storable``.
     """
     text, defect = _decode(data, label)
-    return text.replace("\x00", ""), defect
+    return storable(text), defect
 
 
 def _decode(data: bytes, label: str | None) -> tuple[str, str | None]:
@@ -199,10 +213,12 @@ def _decode(data: bytes, label: str | None) -> tuple[str, str | None]:
         reason = "unknown charset" if codec is None else "bytes do not match charset"
         return text, f"{reason} {shown!r}; detected {guess}"
     fallback = codec or "utf-8"
-    return (
-        data.decode(fallback, "replace"),
-        f"could not decode charset {shown!r}; used {fallback} with replacement characters",
-    )
+    try:
+        text = data.decode(fallback, "replace")
+    except (UnicodeError, LookupError, ValueError):  # a codec that knows no "replace"
+        fallback = "utf-8"
+        text = data.decode(fallback, "replace")
+    return text, f"could not decode charset {shown!r}; used {fallback} with replacement characters"
 
 
 def decode_lenient(data: bytes, label: str | None) -> str:
@@ -221,7 +237,7 @@ def _strict(data: bytes, codec: str) -> str | None:
 
 
 def _has_surrogates(text: str) -> bool:
-    return any("\ud800" <= ch <= "\udfff" for ch in text)
+    return _SURROGATE.search(text) is not None
 
 
 def _detect(data: bytes) -> tuple[str, str] | None:
@@ -250,13 +266,16 @@ def header_text(raw: str, words: bool = True, hint: str | None = None) -> tuple[
     undecodable 8-bit bytes carried as surrogate escapes. With ``words``
     false, encoded words are left for the caller (address headers must be
     split before their display names are decoded). ``hint`` is a charset to
-    try for raw 8-bit bytes, usually the body's. Returns the text (without
-    NUL characters, as ``decode``) and a list of defects.
+    try for raw 8-bit bytes, usually the body's. Returns the text, made
+    ``storable``, and a list of defects.
     """
     defects: list[str] = []
     text = _FOLD.sub("", str(raw)).replace("\r", "").replace("\n", " ").replace("\x00", "")
     if _has_surrogates(text):
-        data = text.encode("utf-8", "surrogateescape")
+        try:
+            data = text.encode("utf-8", "surrogateescape")
+        except UnicodeEncodeError:  # a surrogate that stands for no byte
+            data = storable(text).encode("utf-8", "surrogateescape")
         text, defect = decode(data, hint)
         if defect:
             defects.append(f"8-bit header: {defect}")

@@ -46,12 +46,12 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from email.header import decode_header, make_header
 from email.message import Message
 from email.parser import BytesHeaderParser
 
 from flufl.bounce import all_failures
 
+from maildesk.mail import charsets
 from maildesk.patterns import compile_robot_pattern
 
 NORMAL, AUTO_REPLY, AUTO_GENERATED, BOUNCE, LIST, LOOP = (
@@ -128,20 +128,10 @@ def classify(message: Message, sender: str, *, loop_ids: Iterable[str] = (),
 # -- reading headers the same way under every policy ------------------------------------------
 
 def _headers(msg: Message, name: str) -> list[str]:
-    """All values of header ``name``, unfolded, with RFC 2047 encoded words decoded."""
-    values = []
-    for key, raw in msg.raw_items():
-        if key.lower() != name.lower():
-            continue
-        value = str(raw)
-        if "=?" in value:
-            try:
-                value = str(make_header(decode_header(value)))
-            except (ValueError, LookupError, UnicodeError):
-                pass  # keep the undecoded text: a broken encoded word is not our problem
-        value = value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
-        values.append(" ".join(value.split()))
-    return values
+    """All values of header ``name``, unfolded, with 8-bit bytes and RFC 2047 encoded words decoded."""
+    wanted = name.lower()
+    return [" ".join(charsets.header_text(str(raw))[0].split())
+            for key, raw in msg.raw_items() if key.lower() == wanted]
 
 
 def _header(msg: Message, name: str) -> str:
@@ -254,7 +244,7 @@ def _failures(msg: Message) -> tuple[set[str], set[str]]:
     except Exception:  # its heuristics crash on broken mail (no From:, ...);
         return set(), set()  # flufl.bounce has already logged the traceback
     def decode(addresses: frozenset[bytes]) -> set[str]:
-        return {a.decode("ascii", "replace").strip().lower() for a in addresses if a.strip()}
+        return {charsets.storable(a.decode("ascii", "replace")).strip().lower() for a in addresses if a.strip()}
     return decode(temporary) - decode(permanent), decode(permanent)
 
 
@@ -278,12 +268,7 @@ def _text(part: Message) -> str:
     data = part.get_payload(decode=True)
     if not isinstance(data, bytes):
         return ""
-    data = data[:_TEXT_LIMIT]
-    charset = part.get_content_charset() or "utf-8"
-    try:
-        return data.decode(charset, "replace")
-    except LookupError:
-        return data.decode("utf-8", "replace")
+    return charsets.decode_lenient(data[:_TEXT_LIMIT], part.get_content_charset() or "utf-8")
 
 
 def _bounced_ids(msg: Message, domains: tuple[str, ...]) -> tuple[str, ...]:

@@ -35,6 +35,7 @@ import secrets
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email import quoprimime
+from email.errors import MessageError
 from email.header import decode_header, make_header
 from email.headerregistry import Address, BaseHeader, HeaderRegistry
 from email.message import EmailMessage
@@ -120,7 +121,7 @@ def clean(value: str) -> str:
             return text
         try:
             decoded = str(make_header(decode_header(text)))
-        except (ValueError, LookupError, UnicodeError):
+        except (ValueError, LookupError, UnicodeError, MessageError):  # a broken word: drop it
             decoded = _ENCODED_WORD.sub(" ", text)
         text = " ".join(_CONTROL.sub(" ", decoded).split())
     return " ".join(_ENCODED_WORD.sub(" ", text).split())
@@ -422,9 +423,15 @@ def _folded_by_email_package(name: str, value: str | list[Address]) -> str:
 
     That is an address with a non-ASCII local part or domain (it would take
     SMTPUTF8) and text with undecodable bytes kept as surrogate escapes
-    (written as "unknown-8bit" encoded words).
+    (written as "unknown-8bit" encoded words). ValueError when the email
+    package cannot: its header parser raises other errors too on odd
+    addresses (AttributeError on ``a@[é``, Python 3.11).
     """
-    folded = POLICY.header_factory(name, value).fold(policy=POLICY)
+    try:
+        folded = POLICY.header_factory(name, value).fold(policy=POLICY)
+    except Exception as exc:  # noqa: BLE001 - see above: a bug of the library, not of the caller
+        raise ValueError(f"the {name} header could not be written ({type(exc).__name__} in the email package)") \
+            from exc
     return folded.partition(":")[2].strip()
 
 

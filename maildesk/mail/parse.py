@@ -253,6 +253,11 @@ def _date(value: str | None, defects: list[str]) -> datetime | None:
     if parsed.tzinfo is None:
         defects.append("Date has no time zone; assumed UTC")
         parsed = parsed.replace(tzinfo=UTC)
+    try:
+        parsed.astimezone(UTC)  # what storing it does
+    except OverflowError:
+        defects.append(f"Date {value.strip()!r} is out of range in UTC")
+        return None
     return parsed
 
 

@@ -107,6 +107,10 @@ def test_clean_turns_control_characters_into_single_spaces() -> None:
     assert clean("a\r\nb\tc\x00d  e\n") == "a b c d e"
 
 
+def test_clean_drops_an_encoded_word_the_email_package_cannot_decode() -> None:
+    assert clean("user@=?utf-8?B?QUJDR?= x") == "user@ x"  # bad base64 padding: HeaderParseError
+
+
 def test_a_long_subject_is_folded_and_reads_back_whole() -> None:
     subject = "[#7] " + " ".join(["word"] * 60)
     raw = compose(outgoing(subject=subject)).as_bytes()

@@ -6,7 +6,7 @@ import threading
 from contextlib import contextmanager
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, text
 
 from maildesk import process as pipeline
 from maildesk import spool
@@ -315,3 +315,30 @@ def test_a_batch_adds_a_new_cc_to_a_ticket_once(desk: Desk) -> None:
     assert [o.state for o in outcomes] == ["done"] * 3, [o.detail for o in outcomes]
     people = sorted(p["address"] for p in desk.ticket(ticket_id)["participants"])
     assert people == ["alice@customer.example", "bob@customer.example", "carol@customer.example"]
+
+
+_TOO_WIDE = text("SELECT " + ", ".join(["1"] * 1700))
+"""PostgreSQL refuses it with SQLSTATE 54011 ("program limit exceeded"), an OperationalError."""
+
+
+@ONLY_POSTGRESQL
+@pytest.mark.parametrize("batched", [False, True])
+def test_a_message_the_database_cannot_take_fails_instead_of_waiting_forever(
+    desk: Desk, monkeypatch: pytest.MonkeyPatch, batched: bool
+) -> None:
+    """A lock or a lost connection is worth retrying, a program limit is not: the same data hits it again."""
+    real_add_message = tickets.add_message
+
+    def add_message(session, ticket, mail, **kwargs):  # type: ignore[no-untyped-def]
+        if mail.subject == "too big":
+            session.execute(_TOO_WIDE)
+        return real_add_message(session, ticket, mail, **kwargs)
+
+    monkeypatch.setattr(tickets, "add_message", add_message)
+    ids = [spool.put(desk.db, make_mail(subject=subject), source="test").id for subject in ("too big", "fine")]
+    if batched:
+        outcomes = pipeline.process_many(desk.db, desk.config, ids)
+    else:
+        outcomes = [pipeline.process(desk.db, desk.config, inbound_id) for inbound_id in ids]
+    assert [o.state for o in outcomes] == ["failed", "done"]
+    assert "1664" in (spool.list_inbound(desk.db, state="failed")[0].error or "")

@@ -329,3 +329,15 @@ def test_undecodable_header_bytes_in_an_address_do_not_break_matching() -> None:
     assert is_robot_address(address)
     assert is_robot_address(address, r"noreply@.*")
     assert not is_robot_address("bruno@ex\udcffample.com")
+
+
+def test_failed_recipients_read_by_flufl_bounce_are_storable(monkeypatch: pytest.MonkeyPatch) -> None:
+    """flufl.bounce's heuristics can return any bytes of a broken bounce as an "address" (found by
+    fuzzing: one with a NUL, which PostgreSQL cannot store in the reason)."""
+    import maildesk.mail.classify as module
+
+    monkeypatch.setattr(module, "all_failures", lambda message: (frozenset(), frozenset({b"a\x00b@x.example"})))
+    raw = b"From: MAILER-DAEMON@mx.example\nSubject: Undeliverable: hi\nMessage-ID: <b@mx.example>\n\nfailed\n"
+    result = classify(email.message_from_bytes(raw, policy=email.policy.compat32), "MAILER-DAEMON@mx.example")
+    assert result.kind == BOUNCE and result.failed_recipients == ("ab@x.example",)
+    assert "\x00" not in result.reason

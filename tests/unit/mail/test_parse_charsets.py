@@ -186,3 +186,16 @@ def test_encoded_comma_in_display_name_does_not_split_the_address():
     mail = parse(b"From: =?utf-8?q?Doe=2C_J=C3=BCrgen?= <J@X.com>\nTo: a@b.c\nTo: d@e.f\n\nhi\n")
     assert mail.sender == Address("Doe, Jürgen", "J@x.com")
     assert [a.address for a in mail.to] == ["a@b.c", "d@e.f"]
+
+
+@pytest.mark.parametrize("label", ["unicode_escape", "raw-unicode-escape", "punycode", "idna", "undefined"])
+def test_python_codecs_no_mail_is_written_in_count_as_unknown_labels(label):
+    assert charsets.codec_for(label) is None
+    text, defect = charsets.decode("Grüße \\ud800".encode("utf-8"), label)
+    assert text == "Grüße \\ud800" and "unknown charset" in (defect or "")
+
+
+def test_decoded_text_is_storable_in_any_database():
+    assert charsets.storable("a\x00b\ud800c\udcff") == "ab\ufffdc\ufffd"
+    assert charsets.decode(b"a\x00b", "utf-8") == ("ab", None)
+    assert charsets.header_text("=?utf-8?q?a=00b?= c\x00d")[0] == "ab cd"
