@@ -35,11 +35,27 @@ _READ_ONLY = "maildesk_read_only"
 VERSION_TABLE = "alembic_version"
 
 
+# What passes: a lock, a lost connection, a deadlock, a full disk or memory, a shutdown.
+_SQLITE_TEMPORARY = ("SQLITE_BUSY", "SQLITE_LOCKED", "SQLITE_IOERR", "SQLITE_FULL", "SQLITE_CANTOPEN",
+                     "SQLITE_PROTOCOL", "SQLITE_NOMEM", "SQLITE_SCHEMA", "SQLITE_INTERRUPT")
+_POSTGRESQL_TEMPORARY_CLASSES = ("08", "40", "53", "57", "58")
+_POSTGRESQL_LOCK_NOT_AVAILABLE = "55P03"
+
+
 def worth_retrying(exc: OperationalError) -> bool:
-    """Whether retrying may help: a lock, a lost connection, a deadlock, a full disk... Not so
-    PostgreSQL's "program limit exceeded" (SQLSTATE class 54, an index entry too large, say):
-    the same data hits it again, so a message that causes it must fail, not wait forever."""
-    return not str(getattr(exc.orig, "sqlstate", None) or "").startswith("54")
+    """Whether the same work may succeed later: the database was busy, locked, unreachable or short
+    of resources (and psycopg's own errors, which carry no SQLSTATE: no connection). Any other error
+    (SQLite's "too many SQL variables", PostgreSQL's "program limit exceeded"...) the same data hits
+    again, so a message that causes it must fail, not wait in the queue forever."""
+    if exc.connection_invalidated:
+        return True
+    error_name = getattr(exc.orig, "sqlite_errorname", None)
+    if error_name is not None:
+        return error_name.startswith(_SQLITE_TEMPORARY)
+    sqlstate = getattr(exc.orig, "sqlstate", None)
+    if not sqlstate:  # psycopg's own: the connection could not be made or was lost
+        return True
+    return sqlstate.startswith(_POSTGRESQL_TEMPORARY_CLASSES) or sqlstate == _POSTGRESQL_LOCK_NOT_AVAILABLE
 
 
 class Database:

@@ -210,11 +210,16 @@ class _Batch:
                            "message_id": message_id, "disposition": outcome.detail})
 
     def failed(self, inbound_id: int) -> None:
-        """The message rolled back alone: nothing read before it is trusted any more."""
+        """The message rolled back alone: nothing read before it is trusted any more.
+
+        Its objects go too: a ticket it opened is gone from the database, and
+        SQLite gives that ticket's id to the next one (everything before it is
+        flushed, so nothing is lost).
+        """
         self.claimed[inbound_id] = replace(self.claimed[inbound_id], state=spool.FAILED)
         self.keys_ahead = None
         self.recent_mail = None
-        self.session.expire_all()
+        self.session.expunge_all()
 
     def mark_done_now(self) -> None:
         if self._done:

@@ -34,7 +34,7 @@ from maildesk.desk.tickets import IncomingMessage, Person, record_event
 from maildesk.mail.classify import NORMAL, is_robot_address
 from maildesk.mail.compose import Outgoing, compose_bytes, new_message_id, references_for
 from maildesk.mail.quotes import REPLY_ABOVE_MARKER
-from maildesk.models import Message, Outbox, Ticket, append_later, append_row, chunks
+from maildesk.models import QUERY_CHUNK, Message, Outbox, Ticket, append_later, append_row, chunks
 from maildesk.templating import renderer
 
 QUEUED, SENT, FAILED, SUPPRESSED = "queued", "sent", "failed", "suppressed"
@@ -282,7 +282,7 @@ def find_bounced(session: Session, message_ids: tuple[str, ...] | list[str]) -> 
     """The ticket of our own outbound mail named in a bounce, if any of the ids is ours."""
     if not message_ids:
         return None
-    ids = list(message_ids)
+    ids = list(message_ids)[:QUERY_CHUNK]  # a bounce returns one mail: a longer list is junk
     rows = list(session.scalars(select(Outbox).where(Outbox.message_id.in_(ids)).order_by(Outbox.id)))
     ticket_id = next((r.ticket_id for r in rows if r.ticket_id is not None), None)
     if ticket_id is None:

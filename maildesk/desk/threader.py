@@ -184,8 +184,8 @@ def claimed_keys(session: Session, keys: list[str], ahead: KeysAhead | None = No
                 claimed[key] = ahead.claimed[key]
         else:
             unknown.append(key)
-    if unknown:
-        rows = session.connection().execute(_CLAIMED_KEYS, {"keys": unknown})
+    for part in chunks(unknown):
+        rows = session.connection().execute(_CLAIMED_KEYS, {"keys": part})
         claimed.update((key, ticket_id) for key, ticket_id in rows)
     return claimed
 

@@ -35,6 +35,8 @@ from maildesk.mail.attachments import (
 from maildesk.mail.htmltext import html_to_text
 
 SYNTHETIC_ID_DOMAIN = "maildesk.invalid"
+MAX_IDS = 100
+"""Message-IDs kept of an In-Reply-To or References header (see ``_capped``)."""
 _MAX_DEPTH = 40
 _HEADER_LINE = re.compile(rb"^[!-9;-~]+[ \t]*:")
 _MBOX_FROM = re.compile(rb"^From [^\r\n]*\r?\n")
@@ -148,10 +150,11 @@ def _parse(data: bytes) -> ParsedMail:
     subject = " ".join(first.get("subject", "").split())
     date = _date(first.get("date"), defects)
     message_id, synthesized = _message_id(first.get("message-id", ""), data, defects)
-    in_reply_to = extract_ids(" ".join(v for n, v in headers if n.lower() == "in-reply-to"))
-    references = list(
+    in_reply_to = _capped(
+        extract_ids(" ".join(v for n, v in headers if n.lower() == "in-reply-to")), "In-Reply-To", defects)
+    references = _capped(list(
         dict.fromkeys(extract_ids(" ".join(v for n, v in headers if n.lower() == "references")))
-    )
+    ), "References", defects)
 
     body = _Body()
     _walk(message, body, 0, defects)
@@ -301,6 +304,18 @@ def _message_id(value: str, data: bytes, defects: list[str]) -> tuple[str, bool]
     return _synthetic_id(data), True
 
 
+def _capped(ids: list[str], name: str, defects: list[str]) -> list[str]:
+    """At most ``MAX_IDS`` ids: the first (the thread's root) and the last ones (the nearest parents).
+
+    Every id becomes a thread key, so a header naming thousands would cost a
+    row each; no mail client writes so many.
+    """
+    if len(ids) <= MAX_IDS:
+        return ids
+    defects.append(f"{name} names {len(ids)} Message-IDs; kept the first and the last {MAX_IDS - 1}")
+    return [ids[0], *ids[-(MAX_IDS - 1):]]
+
+
 def _synthetic_id(data: bytes) -> str:
     return f"<{hashlib.sha256(data).hexdigest()[:32]}@{SYNTHETIC_ID_DOMAIN}>"
 
@@ -316,7 +331,7 @@ class _Body:
 
 
 def _walk(part: email.message.Message, body: _Body, depth: int, defects: list[str]) -> None:
-    ctype = part.get_content_type()
+    ctype = charsets.storable(part.get_content_type())
     for defect in getattr(part, "defects", []):
         defects.append(f"MIME structure ({ctype}): {type(defect).__name__}")
     if depth > _MAX_DEPTH:
@@ -367,7 +382,7 @@ def _part_text(part: email.message.Message, defects: list[str]) -> str:
     label = safe_call(part.get_content_charset)
     text, defect = charsets.decode(payload, label)
     if defect:
-        defects.append(f"body ({part.get_content_type()}): {defect}")
+        defects.append(f"body ({charsets.storable(part.get_content_type())}): {defect}")
     return text.replace("\r\n", "\n").replace("\r", "\n")
 
 
