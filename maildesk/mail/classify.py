@@ -52,6 +52,7 @@ from email.parser import BytesHeaderParser
 from flufl.bounce import all_failures
 
 from maildesk.mail import charsets
+from maildesk.mail.attachments import safe_call
 from maildesk.patterns import compile_robot_pattern
 
 NORMAL, AUTO_REPLY, AUTO_GENERATED, BOUNCE, LIST, LOOP = (
@@ -128,10 +129,12 @@ def classify(message: Message, sender: str, *, loop_ids: Iterable[str] = (),
 # -- reading headers the same way under every policy ------------------------------------------
 
 def _headers(msg: Message, name: str) -> list[str]:
-    """All values of header ``name``, unfolded, with 8-bit bytes and RFC 2047 encoded words decoded."""
+    """All values of header ``name``, unfolded, with 8-bit bytes (read as the body's charset first,
+    as parse does) and RFC 2047 encoded words decoded."""
     wanted = name.lower()
-    return [" ".join(charsets.header_text(str(raw))[0].split())
-            for key, raw in msg.raw_items() if key.lower() == wanted]
+    values = [str(raw) for key, raw in msg.raw_items() if key.lower() == wanted]
+    hint = safe_call(msg.get_content_charset) if values else None
+    return [" ".join(charsets.header_text(value, hint=hint)[0].split()) for value in values]
 
 
 def _header(msg: Message, name: str) -> str:

@@ -341,3 +341,16 @@ def test_failed_recipients_read_by_flufl_bounce_are_storable(monkeypatch: pytest
     result = classify(email.message_from_bytes(raw, policy=email.policy.compat32), "MAILER-DAEMON@mx.example")
     assert result.kind == BOUNCE and result.failed_recipients == ("ab@x.example",)
     assert "\x00" not in result.reason
+
+
+def test_8bit_headers_are_read_in_the_body_charset_as_the_parser_reads_them() -> None:
+    """A short Latin-1 header is too little for charset detection (it guessed a CJK charset)."""
+    raw = ("From: bot@shop.example\nSubject: Abwesenheitsnotiz: März\nAuto-Submitted: auto-replied\n"
+           "Content-Type: text/plain; charset=iso-8859-1\n\nIch bin im März nicht da.\n").encode("latin-1")
+    assert _headers_of(raw, "Subject") == ["Abwesenheitsnotiz: März"]
+
+
+def _headers_of(raw: bytes, name: str) -> list[str]:
+    from maildesk.mail.classify import _headers
+
+    return _headers(email.message_from_bytes(raw, policy=email.policy.compat32), name)
