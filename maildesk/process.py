@@ -324,7 +324,8 @@ def _apply(
         own_domains=[config.desk.domain],
     )
     mail = _incoming(parsed, verdict)
-    claimed = threader.claimed_keys(session, _thread_keys(parsed), batch.keys_ahead)
+    keys = threader.thread_keys(mail.message_id, mail.in_reply_to, mail.references)
+    claimed = threader.claimed_keys(session, keys, batch.keys_ahead)
     stored_on = _stored_on(session, message_id) if message_id in claimed else None  # see threader.claimed_keys
     if stored_on is not None:
         log.info("duplicate message", ticket_id=stored_on)
@@ -365,10 +366,7 @@ def _apply(
         people += [(p, "cc") for p in [mail.sender, *mail.to, *mail.cc] if config.address_for(p.address) is None]
     known = set() if created else batch.participants_of(ticket)
     tickets.add_participants(session, ticket, people, now=now, known=known)
-    threader.remember_keys(
-        session, ticket.id, threader.thread_keys(mail.message_id, mail.in_reply_to, mail.references),
-        claimed=match.claimed_keys,
-    )
+    threader.remember_keys(session, ticket.id, keys, claimed=match.claimed_keys)
     if bounced is not None:
         outbound.record_bounce(session, bounced, reason=verdict.reason, failed_recipients=verdict.failed_recipients,
                                permanent=verdict.permanent, now=now)

@@ -231,12 +231,13 @@ def _strict(data: bytes, codec: str) -> str | None:
         text = data.decode(codec)
     except (UnicodeError, LookupError, ValueError):
         return None
-    if _has_surrogates(text):
+    if has_surrogates(text):
         return None
     return text
 
 
-def _has_surrogates(text: str) -> bool:
+def has_surrogates(text: str) -> bool:
+    """Whether ``text`` holds a surrogate: an undecodable byte kept by surrogateescape, or junk."""
     return _SURROGATE.search(text) is not None
 
 
@@ -248,7 +249,7 @@ def _detect(data: bytes) -> tuple[str, str] | None:
     if best is None or best.encoding is None:
         return None
     text = str(best)
-    if _has_surrogates(text):
+    if has_surrogates(text):
         return None
     return text, best.encoding
 
@@ -271,7 +272,7 @@ def header_text(raw: str, words: bool = True, hint: str | None = None) -> tuple[
     """
     defects: list[str] = []
     text = _FOLD.sub("", str(raw)).replace("\r", "").replace("\n", " ").replace("\x00", "")
-    if _has_surrogates(text):
+    if has_surrogates(text):
         try:
             data = text.encode("utf-8", "surrogateescape")
         except UnicodeEncodeError:  # a surrogate that stands for no byte

@@ -44,6 +44,8 @@ from email.utils import format_datetime, make_msgid
 from functools import lru_cache
 from itertools import accumulate
 
+from maildesk.mail import charsets
+
 
 class _HeaderClasses(HeaderRegistry):
     """The stdlib's header registry, building each header class once.
@@ -96,7 +98,6 @@ _Q_CHAR_LONGEST = len("=F0=9F=98=80")  # a character of four UTF-8 bytes
 # carry as they are; the same set is safe in any other header.
 _Q_PLAIN = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789!*+-/")
 _Q_BYTE = [chr(b) if b in _Q_PLAIN else "_" if b == 0x20 else f"={b:02X}" for b in range(256)]
-_SURROGATE = re.compile(r"[\ud800-\udfff]")  # undecodable bytes, kept by surrogateescape
 _SPECIALS = frozenset('()<>@,:;.\\"[]')
 """RFC 5322 §3.2.3: a display name with one of these is written as a quoted string."""
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
@@ -377,7 +378,7 @@ def _text(name: str, text: str, *, identifiers: bool = False) -> str:
     ids, keywords): other programs compare those byte for byte, so they stay
     whole (RFC 5322 allows lines of 998 characters).
     """
-    if _SURROGATE.search(text):
+    if charsets.has_surrogates(text):
         return _folded_by_email_package(name, text)
     lines = _Lines(name)
     longest = _MAX_LINE - len(name) - 2
@@ -397,7 +398,7 @@ def _text(name: str, text: str, *, identifiers: bool = False) -> str:
 
 def _addresses(name: str, addresses: list[Address]) -> str:
     """An address list: display names quoted or encoded as needed, folded between words."""
-    if any(not addr.addr_spec.isascii() or _SURROGATE.search(addr.display_name) for addr in addresses):
+    if any(not addr.addr_spec.isascii() or charsets.has_surrogates(addr.display_name) for addr in addresses):
         return _folded_by_email_package(name, addresses)
     lines = _Lines(name)
     for number, addr in enumerate(addresses, 1):
