@@ -65,6 +65,8 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
+MAX_ID = 2**31 - 1
+"""The largest id a row can have: ids are 32-bit integers on PostgreSQL. A larger number names nothing."""
 intpk = Annotated[int, mapped_column(Integer, primary_key=True, autoincrement=True)]
 timestamp = Annotated[datetime, mapped_column(UTCDateTime, default=utcnow)]
 optional_time = Annotated[datetime | None, mapped_column(UTCDateTime)]

@@ -62,6 +62,9 @@ _MARK_DONE = (
             disposition=bindparam("disposition"))
 )
 
+MAX_PARTICIPANTS_PER_MAIL = 100
+"""People one mail can put on a ticket; a mail naming thousands would cost a row and an event each."""
+
 # Automated mail that only ever answers something of ours: it never opens a ticket.
 _ANSWERS_ONLY = (classify.AUTO_REPLY, classify.BOUNCE, classify.LOOP)
 
@@ -204,6 +207,12 @@ class _Batch:
         """The ticket's participants if the batch loaded them ahead, else None."""
         return self.keys_ahead.participants.get(ticket.id) if self.keys_ahead is not None else None
 
+    def is_participant(self, ticket: Ticket, address: str) -> bool:
+        known = self.participants_of(ticket)
+        if known is None:
+            return threader.is_participant(self.session, ticket.id, address)
+        return bool(address) and address.lower() in known
+
     def done(self, inbound_id: int, outcome: Outcome, message_id: str, now: datetime) -> None:
         self.claimed[inbound_id] = replace(self.claimed[inbound_id], state=spool.DONE, ticket_id=outcome.ticket_id)
         self._done.append({"inbound_id": inbound_id, "processed_at": now, "ticket_id": outcome.ticket_id,
@@ -317,13 +326,19 @@ def _apply(
     session = batch.session
     message_id = _stored_id(parsed.message_id)
 
+    sender, sender_defects = _sender(parsed, inbound.envelope)
     verdict = classify.classify(
         parsed.message,
-        parsed.sender.address,
+        sender.address,
         loop_ids=[a.address for a in config.addresses],
         own_domains=[config.desk.domain],
     )
-    mail = _incoming(parsed, verdict)
+    people = _people(config, [sender, *map(_person, parsed.to), *map(_person, parsed.cc)])
+    if len(people) > MAX_PARTICIPANTS_PER_MAIL:
+        sender_defects.append(f"To and Cc name {len(people)} addresses; only the first "
+                              f"{MAX_PARTICIPANTS_PER_MAIL} become participants")
+        people = people[:MAX_PARTICIPANTS_PER_MAIL]
+    mail = _incoming(parsed, verdict, sender, sender_defects)
     keys = threader.thread_keys(mail.message_id, mail.in_reply_to, mail.references)
     claimed = threader.claimed_keys(session, keys, batch.keys_ahead)
     stored_on = _stored_on(session, message_id) if message_id in claimed else None  # see threader.claimed_keys
@@ -361,17 +376,18 @@ def _apply(
 
     kind = "customer" if verdict.kind == classify.NORMAL else "auto"
     tickets.add_message(session, ticket, mail, inbound_id=inbound.id, kind=kind, via=match.via, now=now)
-    people = [(mail.sender, "requester")] if created else []
+    roles = [(mail.sender, "requester")] if created else []
     if verdict.kind == classify.NORMAL:
-        people += [(p, "cc") for p in [mail.sender, *mail.to, *mail.cc] if config.address_for(p.address) is None]
+        roles += [(p, "cc") for p in people]
     known = set() if created else batch.participants_of(ticket)
-    tickets.add_participants(session, ticket, people, now=now, known=known)
+    tickets.add_participants(session, ticket, roles, now=now, known=known)
     threader.remember_keys(session, ticket.id, keys, claimed=match.claimed_keys)
     if bounced is not None:
         outbound.record_bounce(session, bounced, reason=verdict.reason, failed_recipients=verdict.failed_recipients,
                                permanent=verdict.permanent, now=now)
     if created and inbound.notify:
-        outbound.acknowledge(session, config, ticket, mail, now=now, recent=batch.recent_mail)
+        outbound.acknowledge(session, config, ticket, mail, now=now, recent=batch.recent_mail,
+                             never_answer=_null_sender(inbound.envelope, parsed))
     log.info("message applied", ticket_id=ticket.id, created=created, via=match.via, classification=verdict.kind)
     disposition = f"new ticket #{ticket.id}" if created else f"added to ticket #{ticket.id} ({match.via})"
     return Outcome(inbound.id, spool.DONE, ticket.id, created=created, detail=disposition), message_id
@@ -399,14 +415,17 @@ def _route(
         reopen_window=timedelta(days=config.desk.reopen_window_days),
         now=now,
         claimed=claimed,
+        is_participant=batch.is_participant,
     )
     if bounced is not None and match.ticket is None:
         match = threader.ThreadMatch(bounced.ticket, "bounce", reason="bounce of our own mail")
     if match.ticket is None and verdict.kind in _ANSWERS_ONLY:
-        if not (match.answers_closed and match.linked_to is not None):
+        if match.linked_to is None or not (match.answers_closed or match.from_stranger):
             return None
-        # An out-of-office to our mail on a long-closed ticket: file it there, open nothing.
-        match = threader.ThreadMatch(match.linked_to, "closed-ticket", reason=match.reason)
+        # An out-of-office to our mail, on a long-closed ticket or from an address that is not
+        # on the ticket (a forwarding alias): filed there, where it changes nothing, and opens nothing.
+        via = "closed-ticket" if match.answers_closed else "non-participant"
+        match = threader.ThreadMatch(match.linked_to, via, reason=match.reason)
     if match.ticket is not None and match.also and verdict.kind == classify.NORMAL:
         match = _join_split_conversation(batch, match, mail.sender.address, now)
     return match
@@ -470,12 +489,42 @@ def _stored_id(message_id: str) -> str:
     return message_id.encode("utf-8", "replace")[:_ID_BYTES].decode("utf-8", "ignore")
 
 
-def _incoming(parsed: ParsedMail, verdict: classify.Classification) -> IncomingMessage:
+def _people(config: Config, named: list[Person]) -> list[Person]:
+    """The people a mail names, each once, without our own addresses."""
+    people: dict[str, Person] = {}
+    for person in named:
+        if person.address and person.address not in people and config.address_for(person.address) is None:
+            people[person.address] = person
+    return list(people.values())
+
+
+def _sender(parsed: ParsedMail, envelope: Mapping[str, Any]) -> tuple[Person, list[str]]:
+    """Who wrote: the parser's sender, or else the envelope's (MAIL FROM); and the defect that says so."""
+    sender = _person(parsed.sender)
+    mail_from = str(envelope.get("mail_from") or "").strip().strip("<>")
+    if sender.address or not mail_from:
+        return sender, []
+    return Person(address=mail_from.lower()[:320], name=sender.name), [
+        "no sender address in the headers; taken from the envelope (MAIL FROM)"]
+
+
+def _null_sender(envelope: Mapping[str, Any], parsed: ParsedMail) -> str:
+    """Why this mail must never be answered automatically, its reverse-path being null; "" if it is not."""
+    if "mail_from" in envelope and not str(envelope["mail_from"] or "").strip().strip("<>").strip():
+        return "the envelope sender is null (MAIL FROM:<>): never answered automatically (RFC 5321 §4.5.5, RFC 3834)"
+    return_path = next((value for name, value in parsed.headers if name.lower() == "return-path"), None)
+    if return_path is not None and not return_path.strip().strip("<>").strip():
+        return "Return-Path: <> (a null sender): never answered automatically (RFC 5321 §4.5.5, RFC 3834)"
+    return ""
+
+
+def _incoming(parsed: ParsedMail, verdict: classify.Classification, sender: Person,
+              defects: list[str]) -> IncomingMessage:
     return IncomingMessage(
         message_id=_stored_id(parsed.message_id),
         in_reply_to=[_stored_id(i) for i in parsed.in_reply_to],
         references=[_stored_id(i) for i in parsed.references],
-        sender=_person(parsed.sender),
+        sender=sender,
         to=[_person(a) for a in parsed.to],
         cc=[_person(a) for a in parsed.cc],
         reply_to=[_person(a) for a in parsed.reply_to],
@@ -486,7 +535,7 @@ def _incoming(parsed: ParsedMail, verdict: classify.Classification) -> IncomingM
         new_text=parsed.new_text,
         classification=verdict.kind,
         classification_reason=verdict.reason,
-        defects=list(parsed.defects),
+        defects=[*parsed.defects, *defects],
         thread_index=next((value for name, value in parsed.headers if name.lower() == "thread-index"), None) or None,
         attachments=[
             {

@@ -7,9 +7,13 @@ In this order:
    all tickets. Every id a stored message named is a key, whether or not
    that message has arrived (as in JWZ's threading), so replies that come
    before their parent meet on one ticket and the parent joins them.
-2. The subject tag (``[#123]`` or ``[ACME #123]``), but only for a sender who
-   is a participant of that ticket. A stranger with a copied tag gets a new
-   ticket linked to the old one, and the event log says why.
+2. The subject tag (``[#123]`` or ``[ACME #123]``).
+
+Either way only a participant of the ticket joins it. A Message-ID or a tag
+is no secret (a customer forwards our mail, an acknowledgement is quoted in a
+public list): a stranger who names one gets a new ticket linked to the old
+one, and the event log says why. Nothing of theirs reopens the old ticket or
+adds people to it.
 
 A match on a ticket closed longer than the reopen window opens a new ticket
 linked to it instead of reviving an old conversation; further mail from that
@@ -19,7 +23,7 @@ sender to the old conversation joins the new ticket, not yet another one.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from functools import lru_cache
@@ -28,7 +32,7 @@ from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from maildesk.desk.tickets import CLOSED, MERGED
-from maildesk.models import Participant, ThreadKey, Ticket, append_later, appended, appended_writes, chunks
+from maildesk.models import MAX_ID, Participant, ThreadKey, Ticket, append_later, appended, appended_writes, chunks
 
 
 @dataclass(frozen=True)
@@ -47,6 +51,11 @@ class ThreadMatch:
     """The message belongs to ``linked_to``, a ticket closed longer than the reopen window."""
     also: tuple[Ticket, ...] = ()
     """Other tickets the message's ids name: one conversation split in two (see desk/merge.py)."""
+    from_stranger: bool = False
+    """The message's ids name ``linked_to``, but its sender is not a participant of it."""
+
+
+IsParticipant = Callable[[Ticket, str], bool]
 
 
 def subject_tag(ticket_id: int, prefix: str = "") -> str:
@@ -56,16 +65,22 @@ def subject_tag(ticket_id: int, prefix: str = "") -> str:
 @lru_cache(maxsize=16)
 def _tag_pattern(prefix: str) -> re.Pattern[str]:
     lead = rf"{re.escape(prefix)}\s*" if prefix else ""
-    return re.compile(rf"\[\s*{lead}#(\d{{1,18}})\s*\]", re.IGNORECASE)
+    return re.compile(rf"\[\s*{lead}#([0-9]{{1,18}})\s*\]", re.IGNORECASE)
 
 
 def find_subject_tag(subject: str, prefix: str = "") -> int | None:
+    """The ticket id in the subject's first tag, or None; a number no ticket can have is no tag."""
     match = _tag_pattern(prefix).search(subject)
-    return int(match.group(1)) if match else None
+    if match is None:
+        return None
+    ticket_id = int(match.group(1))
+    return ticket_id if 0 < ticket_id <= MAX_ID else None
 
 
 def strip_subject_tag(subject: str, prefix: str = "") -> str:
-    return re.sub(r"\s{2,}", " ", _tag_pattern(prefix).sub("", subject)).strip()
+    """The subject without its tags (a number no ticket can have is left as the sender wrote it)."""
+    untagged = _tag_pattern(prefix).sub(lambda m: "" if 0 < int(m.group(1)) <= MAX_ID else m.group(0), subject)
+    return re.sub(r"\s{2,}", " ", untagged).strip()
 
 
 def thread_keys(message_id: str, in_reply_to: list[str], references: list[str]) -> list[str]:
@@ -86,14 +101,21 @@ def find_thread(
     reopen_window: timedelta,
     now: datetime,
     claimed: dict[str, int] | None = None,
+    is_participant: IsParticipant | None = None,
 ) -> ThreadMatch:
-    """``claimed``: ``claimed_keys`` of this message's ids, if the caller has looked them up."""
+    """``claimed``: ``claimed_keys`` of this message's ids, if the caller has looked them up;
+    ``is_participant``: how to tell whether an address is on a ticket, if the caller knows better
+    than asking the database."""
     keys = thread_keys(message_id, in_reply_to, references)
     if claimed is None:
         claimed = claimed_keys(session, keys)
+    if is_participant is None:
+        is_participant = lambda ticket, address: is_participant(session, ticket.id, address)  # noqa: E731
     match = _match_by_ids(session, keys, claimed, in_reply_to, references)
-    if match.ticket is None:
-        match = _match_by_tag(session, subject, sender, tag_prefix)
+    if match.ticket is not None and not is_participant(match.ticket, sender):
+        match = _from_stranger(match, sender)
+    elif match.ticket is None and not match.from_stranger:
+        match = _match_by_tag(session, subject, sender, tag_prefix, is_participant)
     if match.ticket is not None and _closed_too_long(match.ticket, reopen_window, now):
         closed = match.ticket
         follow_up = _follow_up_of(session, closed, sender)
@@ -202,7 +224,21 @@ def _match_by_ids(
     return ThreadMatch(None, "new")
 
 
-def _match_by_tag(session: Session, subject: str, sender: str, prefix: str) -> ThreadMatch:
+def _from_stranger(match: ThreadMatch, sender: str) -> ThreadMatch:
+    """The ticket ``match`` found is not the sender's: a new ticket, linked to it."""
+    ticket = match.ticket
+    assert ticket is not None
+    return ThreadMatch(
+        None,
+        "new",
+        linked_to=ticket,
+        reason=f"{match.reason} from {sender or 'an unknown sender'}, who is not a participant of ticket #{ticket.id}",
+        from_stranger=True,
+    )
+
+
+def _match_by_tag(session: Session, subject: str, sender: str, prefix: str, is_participant: IsParticipant,
+                  ) -> ThreadMatch:
     ticket_id = find_subject_tag(subject, prefix)
     if ticket_id is None:
         return ThreadMatch(None, "new")
@@ -211,7 +247,7 @@ def _match_by_tag(session: Session, subject: str, sender: str, prefix: str) -> T
         ticket = session.get(Ticket, ticket.linked_ticket_id)  # the tag of a ticket merged into another
     if ticket is None:
         return ThreadMatch(None, "new", reason=f"subject tag names ticket #{ticket_id}, which does not exist")
-    if _is_participant(session, ticket.id, sender):
+    if is_participant(ticket, sender):
         return ThreadMatch(ticket, "subject-tag", reason=f"subject tag {subject_tag(ticket_id, prefix)}")
     return ThreadMatch(
         None,
@@ -224,7 +260,7 @@ def _match_by_tag(session: Session, subject: str, sender: str, prefix: str) -> T
     )
 
 
-def _is_participant(session: Session, ticket_id: int, address: str) -> bool:
+def is_participant(session: Session, ticket_id: int, address: str) -> bool:
     if not address:
         return False
     query = select(Participant.id).where(
