@@ -7,7 +7,8 @@ decoded here, so both policies give the same answer.
 
 Order of precedence -- the first rule that matches decides:
 
-1. ``loop``: an ``X-Loop`` header equals one of ``loop_ids``.
+1. ``loop``: an ``X-Loop`` header equals one of ``loop_ids``, or the mail
+   has passed more than ``MAX_HOPS`` relays (``Received`` headers).
 2. ``bounce``: the message is a DSN (``multipart/report;
    report-type=delivery-status``) reporting a failure or a delay; or
    flufl.bounce finds failed recipients; or the sender is MAILER-DAEMON /
@@ -95,6 +96,16 @@ _QUOTED_MSGID = re.compile(r"^[ \t>]*Message-ID:[ \t]*\r?\n?[ \t]*(<[^<>\s@]+@[^
                            re.IGNORECASE | re.MULTILINE)
 _TEXT_LIMIT = 200_000  # bounce notices and quoted headers sit at the top of a part
 _LIST_HEADERS = ("List-Id", "List-Unsubscribe", "List-Post", "X-Mailing-List", "Mailing-List")
+MAX_HOPS = 100
+"""More ``Received`` headers than this: the mail is going round in circles (RFC 5321 §6.3)."""
+_RECEIVED_LINE = re.compile(rb"^received[ \t]*:", re.IGNORECASE | re.MULTILINE)
+_END_OF_HEADERS = re.compile(rb"\r?\n\r?\n")
+
+
+def hop_count(raw: bytes) -> int:
+    """How many ``Received`` headers the header section of ``raw`` carries."""
+    end = _END_OF_HEADERS.search(raw)
+    return len(_RECEIVED_LINE.findall(raw, 0, end.start() if end else len(raw)))
 
 
 def is_robot_address(address: str, pattern: str | None = None) -> bool:
@@ -158,6 +169,9 @@ def _loop_by_header(msg: Message, loop_ids: Iterable[str]) -> Classification | N
     for value in _headers(msg, "X-Loop"):
         if value.strip("<>").lower() in ours:
             return Classification(LOOP, f"X-Loop: {value} is ours")
+    hops = sum(1 for name, _ in msg.raw_items() if name.lower() == "received")
+    if hops > MAX_HOPS:
+        return Classification(LOOP, f"{hops} Received headers: more than {MAX_HOPS} relays, a mail loop")
     return None
 
 

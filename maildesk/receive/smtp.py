@@ -6,7 +6,8 @@ committed it (messages arriving together share one commit, see
 receive/spool_writer.py); anything that stops the commit (database locked, unreachable,
 disk full, a bug) is answered ``451 4.3.0`` so the sender keeps it and retries.
 RCPT accepts only the support addresses, their ``+tag`` sub-addresses and the
-note address (``550 5.1.1`` otherwise): maildesk is never a relay. Processing
+note address (``550 5.1.1`` otherwise): maildesk is never a relay. A mail
+that has passed more than 100 relays is refused ``554 5.4.0`` (a loop). Processing
 happens later, in the processor; this module decides nothing about tickets.
 
 The envelope stored with each message: ``mail_from``, ``rcpt_to`` (list),
@@ -31,6 +32,7 @@ from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session, sy
 from maildesk.config import Config, SmtpConfig
 from maildesk.db import Database
 from maildesk.errors import ConfigError, TemporaryFailure
+from maildesk.mail.classify import MAX_HOPS, hop_count
 from maildesk.receive.smtp_data import read_data
 from maildesk.receive.spool_writer import SpoolWriter
 from maildesk.turns import Turns
@@ -98,6 +100,11 @@ class Handler:
         replies = len(envelope.rcpt_tos) if isinstance(server, LMTP) else 1
         if not raw.strip():
             return _each("554 5.6.0 Empty message", replies)
+        hops = hop_count(raw)
+        if hops > MAX_HOPS:
+            log.warning("message refused: a mail loop", hops=hops, client=_client_address(session),
+                        mail_from=envelope.mail_from)
+            return _each(f"554 5.4.0 Too many hops ({hops} Received headers): a mail loop", replies)
         details = {
             "mail_from": envelope.mail_from,
             "rcpt_to": list(envelope.rcpt_tos),
