@@ -31,6 +31,7 @@ from sqlalchemy.orm import Session
 from maildesk.config import AddressConfig, Config
 from maildesk.desk import threader
 from maildesk.desk.tickets import IncomingMessage, Person, record_event
+from maildesk.mail.addrspec import is_mailbox
 from maildesk.mail.classify import NORMAL, is_robot_address
 from maildesk.mail.compose import Outgoing, compose_bytes, new_message_id, references_for
 from maildesk.mail.quotes import REPLY_ABOVE_MARKER
@@ -96,13 +97,29 @@ def acknowledge(
     *,
     now: datetime,
     recent: RecentMail | None = None,
+    never_answer: str = "",
 ) -> Outbox | None:
-    """Acknowledge a new ticket opened by ``mail``, unless it was written by software."""
+    """Acknowledge a new ticket opened by ``mail``, unless it was written by software.
+
+    ``never_answer``: why this mail must not be answered automatically at all
+    (a null sender); the acknowledgement is then kept as ``suppressed`` with it.
+    """
     if mail.classification != NORMAL:
         return None
-    to = mail.reply_to[0] if mail.reply_to else mail.sender
+    to = reply_address(mail)
+    if mail.reply_to and to is mail.sender:
+        record_event(session, ticket, "reply_to_ignored", now=now,
+                     reason=f"Reply-To {mail.reply_to[0].address!r} is not a deliverable address; "
+                            f"answered to From instead", reply_to=mail.reply_to[0].address)
     return enqueue(session, config, ticket, "ack", to=[to], now=now, parent=mail, message_text=mail.new_text,
-                   recent=recent)
+                   recent=recent, suppress=never_answer)
+
+
+def reply_address(mail: IncomingMessage) -> Person:
+    """Whom an answer to ``mail`` goes to: its first Reply-To when that is a clean address, else From."""
+    if mail.reply_to and is_mailbox(mail.reply_to[0].address):
+        return mail.reply_to[0]
+    return mail.sender
 
 
 def status_changed(
@@ -141,10 +158,12 @@ def enqueue(
     parent: Message | IncomingMessage | None = None,
     parent_thread_index: str | None = None,
     recent: RecentMail | None = None,
+    suppress: str = "",
     **variables: Any,
 ) -> Outbox:
     """Render, compose and write one outbox row (``queued`` or ``suppressed``).
 
+    ``suppress``: a reason the caller already has to keep the mail back.
     Returns a copy of the row for reading, outside the session.
     """
     served = served_address(config, ticket)
@@ -156,7 +175,7 @@ def enqueue(
     subject = rendered.subject if tag in rendered.subject else f"{tag} {rendered.subject}"
     message_id = new_message_id(config.desk.domain)
     references = references_for(parent.message_id, list(parent.references)) if parent else []
-    reason = _suppression(session, config, ticket, kind, to, now, recent)
+    reason = suppress or _suppression(session, config, ticket, kind, to, now, recent)
     raw = b""
     if not reason:
         try:
@@ -245,6 +264,8 @@ def _suppression(session: Session, config: Config, ticket: Ticket, kind: str, to
             return f"{person.address} is one of our own addresses"
         if is_robot_address(person.address, config.outbound.robot_pattern):
             return f"{person.address or '<>'} looks like software (robot address), never answered"
+        if not is_mailbox(person.address):
+            return f"{person.address!r} is not a deliverable address"
     if kind not in RATE_LIMITED:
         return ""
     limits = config.limits
