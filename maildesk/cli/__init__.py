@@ -23,8 +23,11 @@ from maildesk.config import Config, load_config
 from maildesk.db import Database, open_database
 from maildesk.errors import ConfigError, TemporaryFailure
 from maildesk.logs import setup_logging
+from maildesk.models import MAX_ID
 
 EX_OK, EX_USAGE, EX_DATAERR, EX_TEMPFAIL = 0, 2, 65, 75
+ROW_ID = click.IntRange(1, MAX_ID)
+"""A ticket, spooled message or outbox id given on the command line."""
 
 
 class App:

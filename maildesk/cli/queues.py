@@ -10,7 +10,7 @@ import click
 from sqlalchemy import select
 
 from maildesk import present, spool
-from maildesk.cli import EX_OK, App, emit_json, table, temporary_failures_exit
+from maildesk.cli import EX_OK, ROW_ID, App, emit_json, table, temporary_failures_exit
 
 # -- inbound spool ------------------------------------------------------------
 
@@ -37,7 +37,7 @@ def inbound_list(app: App, failed: bool, state: str | None, as_json: bool) -> No
 
 
 @inbound.command("retry")
-@click.argument("inbound_ids", type=int, nargs=-1, required=True)
+@click.argument("inbound_ids", type=ROW_ID, nargs=-1, required=True)
 @click.pass_obj
 def inbound_retry(app: App, inbound_ids: tuple[int, ...]) -> None:
     """Queue failed messages again and process them now."""
@@ -105,7 +105,7 @@ def outbox_flush(app: App) -> None:
 
 
 @outbox.command("retry")
-@click.argument("outbox_ids", type=int, nargs=-1, required=True)
+@click.argument("outbox_ids", type=ROW_ID, nargs=-1, required=True)
 @click.pass_obj
 def outbox_retry(app: App, outbox_ids: tuple[int, ...]) -> None:
     """Queue failed mail again (attempts start over) and try to send it now."""

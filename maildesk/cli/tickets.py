@@ -12,7 +12,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 
 from maildesk import present
-from maildesk.cli import App, emit_json, fail, table, temporary_failures_exit, who
+from maildesk.cli import ROW_ID, App, emit_json, fail, table, temporary_failures_exit, who
 from maildesk.desk.tickets import MERGED, STATUSES, set_status
 from maildesk.models import Message, Ticket
 
@@ -45,7 +45,7 @@ def tickets_list(app: App, status: str | None, queue: str | None, as_json: bool)
 
 
 @tickets.command("show")
-@click.argument("ticket_id", type=int)
+@click.argument("ticket_id", type=ROW_ID)
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_obj
 def tickets_show(app: App, ticket_id: int, as_json: bool) -> None:
@@ -81,7 +81,7 @@ def tickets_show(app: App, ticket_id: int, as_json: bool) -> None:
 
 
 @tickets.command("set-status")
-@click.argument("ticket_id", type=int)
+@click.argument("ticket_id", type=ROW_ID)
 @click.argument("status", type=click.Choice(STATUSES))
 @click.option("--note", default="", help="Text for the customer's update mail (and the history).")
 @click.option("--notify/--no-notify", default=True,
