@@ -203,10 +203,29 @@ def _mail(rnd: random.Random, depth: int = 0) -> bytes:
             headers.append(name + b": " + _value(rnd, 40))
     if rnd.random() < 0.1:
         headers.append(b"X-Long: " + b"x" * rnd.choice([1000, 10000, 100000]))
+    headers += _trace_and_reply_tricks(rnd)
     if rnd.random() < 0.5:
         part_headers, _, body = _part(rnd, depth).partition(b"\n\n")
         return b"\n".join([*headers, b"MIME-Version: 1.0"]) + b"\n" + part_headers + b"\n\n" + body
     return b"\n".join(headers) + b"\n\n" + _value(rnd, 300) + b"\n"
+
+
+def _trace_and_reply_tricks(rnd: random.Random) -> list[bytes]:
+    """What an attacker or a broken relay adds: a tag no ticket can have, a null Return-Path,
+    a relay loop, a Reply-To folded around a second address, a To list of thousands."""
+    tricks = []
+    if rnd.random() < 0.05:
+        tricks.append(b"Subject: Re: [#" + rnd.choice([b"999999999999999999", b"2147483648", b"0", b"-1"]) + b"]")
+    if rnd.random() < 0.05:
+        tricks.append(b"Return-Path: " + rnd.choice([b"<>", b"", b"<<>>", b" <> "]))
+    if rnd.random() < 0.03:
+        tricks += [b"Received: from r%d by r%d; Mon, 2 Nov 2026 09:00:00 +0000" % (n, n + 1)
+                   for n in range(rnd.choice([99, 100, 101, 150]))]
+    if rnd.random() < 0.05:
+        tricks.append(b"Reply-To: <eve@evil.example\n RCPT TO:<victim@x.example>>")
+    if rnd.random() < 0.02:
+        tricks.append(b"Cc: " + b",\n ".join(b"u%d@many.example" % n for n in range(rnd.choice([100, 101, 3000]))))
+    return tricks
 
 
 def _mutated(rnd: random.Random, mail: bytes) -> bytes:

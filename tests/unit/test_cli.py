@@ -295,3 +295,12 @@ def test_ingest_batches_hold_at_most_50_mails_or_32_mib() -> None:
     assert [len(b) for b in _batches(iter(small), 50)] == [50, 50, 20]
     large = [(f"{n}.eml", b"x" * (10 * 1024 * 1024)) for n in range(7)]
     assert [len(b) for b in _batches(iter(large), 50)] == [4, 3]  # a batch closes once it holds 32 MiB
+
+
+@pytest.mark.parametrize("command", [("tickets", "show"), ("tickets", "set-status"), ("inbound", "retry"),
+                                     ("outbox", "retry")])
+def test_an_id_no_row_can_have_is_a_usage_error(config_file: Path, command: tuple[str, ...]) -> None:
+    """On PostgreSQL such a number would reach an integer column and fail with a traceback."""
+    args = [*command, "99999999999"] + (["open"] if command[1] == "set-status" else [])
+    result = CliRunner().invoke(main, ["-c", str(config_file), *args])
+    assert result.exit_code == 2 and "99999999999" in result.output and "Traceback" not in result.output

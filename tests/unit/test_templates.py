@@ -119,3 +119,12 @@ def test_language_falls_back_to_the_base_language_then_english() -> None:
 def test_an_unknown_kind_is_refused() -> None:
     with pytest.raises(ValueError, match="unknown kind of mail 'akc'"):
         Renderer().render("akc", sample_context())
+
+
+@pytest.mark.parametrize("language", SHIPPED)
+def test_a_notification_of_a_mail_without_text_says_so(language: str) -> None:
+    context = sample_context()
+    context["message"] = {"text": ""}
+    rendered = Renderer().render("notification", context, queue="support", language=language)
+    placeholder = {"en": "(The mail has no text.)", "id": "(Email ini tidak berisi teks.)"}[language]
+    assert placeholder in rendered.text and placeholder in rendered.html
