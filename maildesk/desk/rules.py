@@ -110,6 +110,15 @@ class Rule:
     def label(self) -> str:
         return _label(self.index, self.name)
 
+    @property
+    def runs_on(self) -> tuple[bool, bool]:
+        """Whether the rule runs on a mail opening a ticket, and on a follow-up."""
+        return self._runs_on
+
+    def __post_init__(self) -> None:
+        runs = (self.enabled and self.on != "followup", self.enabled and self.on != "new")
+        object.__setattr__(self, "_runs_on", runs)
+
 
 class RuleSet:
     """The ordered, compiled rules; iterable. Also a pydantic field type."""
@@ -321,10 +330,11 @@ class Outcome:
 class RuleTrace:
     """What one rule did with one mail. ``because`` is worked out when first read."""
 
-    __slots__ = ("rule", "status", "_because", "_mail")
+    __slots__ = ("rule", "status", "_mail", "_detail", "_because")
 
-    def __init__(self, rule: Rule, status: str, because: str | None = None, mail: RuleInput | None = None):
-        self.rule, self.status, self._because, self._mail = rule, status, because, mail
+    def __init__(self, rule: Rule, status: str, mail: RuleInput, detail: Any = None) -> None:
+        self.rule, self.status, self._mail, self._detail = rule, status, mail, detail
+        self._because: str | None = None
 
     @property
     def name(self) -> str:
@@ -345,15 +355,27 @@ class RuleTrace:
 
     @property
     def because(self) -> str:
-        """The condition that decided, e.g. ``subject does not contain "outage"``, or why the rule was skipped."""
+        """The facts that decided, e.g. ``subject does not contain "outage"``, or why the rule did not run."""
         if self._because is None:
-            assert self._mail is not None
-            try:
-                facts = self.rule.when.explain(self._mail)[1]
-                self._because = " and ".join(facts) if facts else "no conditions (every mail)"
-            except Exception as exc:  # explain reads what test read; this only guards a bug
-                self._because = f"(cannot explain: {type(exc).__name__}: {exc})"
+            self._because = self._explain()
         return self._because
+
+    def _explain(self) -> str:
+        rule, status = self.rule, self.status
+        if status == STOPPED:
+            return f"not run: {self._detail.label} matched and has stop = true"
+        if status == DISABLED:
+            return "not run: enabled = false"
+        if status == NOT_ON:
+            kind = "a follow-up" if self._mail.followup else "opens a new ticket"
+            return f"not run: on = {json.dumps(rule.on)} and this mail is {kind}"
+        if status == FAILED:
+            return f"failed: {type(self._detail).__name__}: {self._detail}"
+        try:
+            facts = rule.when.explain(self._mail)[1]
+        except Exception as exc:  # explain reads what test read; this only guards a bug
+            return f"(cannot explain: {type(exc).__name__}: {exc})"
+        return " and ".join(facts) if facts else "no conditions (every mail)"
 
     def as_dict(self) -> dict[str, Any]:
         actions = self.actions
@@ -364,10 +386,26 @@ class RuleTrace:
         return f"RuleTrace({self.rule.label}, {self.status})"
 
 
-@dataclass(frozen=True)
 class Evaluation:
-    outcome: Outcome
-    trace: tuple[RuleTrace, ...]
+    """The merged ``outcome`` and the ``trace`` (one RuleTrace per rule, in order, made when first read)."""
+
+    __slots__ = ("outcome", "_rules", "_statuses", "_mail", "_stopped_by", "_failures", "_trace")
+
+    def __init__(self, outcome: Outcome, rules: Sequence[Rule], statuses: list[str], mail: RuleInput,
+                 stopped_by: Rule | None, failures: dict[int, Exception]) -> None:
+        self.outcome = outcome
+        self._rules, self._statuses, self._mail = rules, statuses, mail
+        self._stopped_by, self._failures = stopped_by, failures
+        self._trace: tuple[RuleTrace, ...] | None = None
+
+    @property
+    def trace(self) -> tuple[RuleTrace, ...]:
+        if self._trace is None:
+            self._trace = tuple(
+                RuleTrace(rule, status, self._mail,
+                          self._stopped_by if status == STOPPED else self._failures.get(position))
+                for position, (rule, status) in enumerate(zip(self._rules, self._statuses, strict=True)))
+        return self._trace
 
     @property
     def matched(self) -> list[RuleTrace]:
@@ -408,30 +446,36 @@ class _Merge:
 
 
 def evaluate(rules: Iterable[Rule], mail: RuleInput) -> Evaluation:
-    """Run ``rules`` in order on ``mail``: the merged outcome and one trace entry per rule."""
+    """Run ``rules`` in order on ``mail``: the merged outcome and one trace entry per rule.
+
+    Nothing is formatted here: a trace entry's ``because`` is worked out when read.
+    """
+    ordered = rules.rules if isinstance(rules, RuleSet) else tuple(rules)
     merge = _Merge()
-    trace = []
+    statuses: list[str] = []
+    failures: dict[int, Exception] = {}
     stopped_by: Rule | None = None
-    for rule in rules:
+    followup = bool(mail.followup)
+    for position, rule in enumerate(ordered):
         if stopped_by is not None:
-            trace.append(RuleTrace(rule, STOPPED, f"not run: {stopped_by.label} matched and has stop = true"))
-        elif not rule.enabled:
-            trace.append(RuleTrace(rule, DISABLED, "not run: enabled = false"))
-        elif rule.on != "any" and (rule.on == "followup") != mail.followup:
-            kind = "a follow-up" if mail.followup else "opens a new ticket"
-            trace.append(RuleTrace(rule, NOT_ON, f"not run: on = {json.dumps(rule.on)} and this mail is {kind}"))
+            statuses.append(STOPPED)
+        elif not rule.runs_on[followup]:
+            statuses.append(NOT_ON if rule.enabled else DISABLED)
         else:
             try:
                 hit = rule.when.test(mail)
             except Exception as exc:  # one rule failing on one mail must not stop the others
-                trace.append(RuleTrace(rule, FAILED, f"failed: {type(exc).__name__}: {exc}"))
+                failures[position] = exc
+                statuses.append(FAILED)
                 continue
-            trace.append(RuleTrace(rule, MATCHED if hit else NOT_MATCHED, mail=mail))
             if hit:
+                statuses.append(MATCHED)
                 merge.add(rule.then)
                 if rule.stop:
                     stopped_by = rule
-    return Evaluation(merge.outcome(), tuple(trace))
+            else:
+                statuses.append(NOT_MATCHED)
+    return Evaluation(merge.outcome(), ordered, statuses, mail, stopped_by, failures)
 
 
 def round_robin(agents: Sequence[str], last_assignee: str | None) -> str | None:
