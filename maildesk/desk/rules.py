@@ -105,19 +105,16 @@ class Rule:
     stop: bool = False
     enabled: bool = True
     on: str = "new"
+    runs_on: tuple[bool, bool] = field(init=False, repr=False)
+    """Whether the rule runs on a mail opening a ticket, and on a follow-up (``on`` and ``enabled``)."""
+
+    def __post_init__(self) -> None:
+        runs = (self.enabled and self.on != "followup", self.enabled and self.on != "new")
+        object.__setattr__(self, "runs_on", runs)
 
     @property
     def label(self) -> str:
         return _label(self.index, self.name)
-
-    @property
-    def runs_on(self) -> tuple[bool, bool]:
-        """Whether the rule runs on a mail opening a ticket, and on a follow-up."""
-        return self._runs_on
-
-    def __post_init__(self) -> None:
-        runs = (self.enabled and self.on != "followup", self.enabled and self.on != "new")
-        object.__setattr__(self, "_runs_on", runs)
 
 
 class RuleSet:
