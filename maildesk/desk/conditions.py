@@ -24,6 +24,7 @@ import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from operator import index
 from typing import TYPE_CHECKING, Any
 
 from maildesk.patterns import compile_pattern
@@ -306,7 +307,7 @@ class Leaf:
             return f"{spec.name} {spec.exists_words[fact]}"
         raw = spec.read(mail)
         if spec.kind == "bool":
-            return f"{spec.name} is {json.dumps(bool(raw))}"
+            return f"{spec.name} is {json.dumps(raw)}"
         verb = (_TRUE_VERBS if fact else _FALSE_VERBS)[op]
         if spec.many:
             if not raw:
@@ -439,14 +440,19 @@ def _leaf(spec: FieldSpec, op: str, negated: bool, constant: Any) -> Leaf:
     if spec.kind == "bool":
         if not isinstance(constant, bool):
             raise ValueError(f"expected true or false, got {shown}")
-        return Leaf(spec, op, negated, constant.__eq__, spec.read, shown)
+        return Leaf(spec, op, negated, lambda value: _truth(value) is constant, spec.read, shown)
     if spec.kind == "number":
         if op == "in":
             if not isinstance(constant, list) or not constant:
                 raise ValueError(f"expected a non-empty list, got {shown}")
-            return Leaf(spec, op, negated, frozenset(spec.number(c) for c in constant).__contains__, spec.read, shown)
+            numbers = frozenset(spec.number(c) for c in constant)
+            return Leaf(spec, op, negated, lambda value: index(value) in numbers, spec.read, shown)
         number = spec.number(constant)
-        predicate = {"equals": number.__eq__, "at_least": number.__le__, "at_most": number.__ge__}[op]
+        predicate = {
+            "equals": lambda value: index(value) == number,
+            "at_least": lambda value: index(value) >= number,
+            "at_most": lambda value: index(value) <= number,
+        }[op]
         return Leaf(spec, op, negated, predicate, spec.read, shown)
     if op == "matches":
         if not isinstance(constant, str):
@@ -474,6 +480,12 @@ def _leaf(spec: FieldSpec, op: str, negated: bool, constant: Any) -> Leaf:
         "ends_with": lambda value: value.endswith(folded),
     }[op]
     return Leaf(spec, op, negated, predicate, _folded(spec), shown)
+
+
+def _truth(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"{value!r} is not true or false")
+    return value
 
 
 def _check_choice(spec: FieldSpec, constant: str) -> None:

@@ -393,6 +393,20 @@ def test_a_rule_failing_at_run_time_is_skipped_and_the_others_apply() -> None:
     assert result.outcome == Outcome(tags=("first", "last"))
 
 
+@pytest.mark.parametrize(("when", "fields"), [
+    ({"previous_tickets": {"at_least": 1}}, {"previous_tickets": None}),
+    ({"previous_tickets": {"not_equals": 1}}, {"previous_tickets": "3"}),
+    ({"sender_is_agent": {"equals": False}}, {"sender_is_agent": None}),
+    ({"to": {"contains": "x"}}, {"to": ("a@x.example", None)}),
+    ({"body": {"matches": "x"}}, {"body": b"bytes, not text"}),
+])
+def test_a_value_of_the_wrong_kind_fails_the_rule_instead_of_deciding_it(
+        when: dict[str, Any], fields: dict[str, Any]) -> None:
+    result = evaluate(compile_rules([{"name": "r", "when": when, "then": {"queue": "q"}}]), mail(**fields))
+    assert (result.trace[0].status, result.outcome.is_empty) == ("failed", True)
+    assert result.trace[0].because.startswith("failed: ")
+
+
 def test_the_trace_is_plain_json() -> None:
     result = evaluate(rules_from_toml(ISSUE_EXAMPLE), mail(subject="outage", followup=False))
     data = json.loads(json.dumps(result.as_dict()))
