@@ -11,14 +11,14 @@ import functools
 import re2
 
 
-def compile_pattern(pattern: str, *, for_bytes: bool = False) -> re2._Regexp:
+def compile_pattern(pattern: str) -> re2._Regexp:
     """``pattern`` compiled with RE2, case-insensitive: matching takes linear time.
 
     Patterns come from the admin's config and the text from the internet, so a
     backtracking engine could hang on crafted input (ReDoS).  RE2 has no
     backreferences or look-around; ``(?-i)`` makes (part of) a pattern
-    case-sensitive.  ``for_bytes`` compiles it to search UTF-8 bytes (no
-    re-encoding of the text on every search).  A pattern RE2 refuses raises
+    case-sensitive.  It searches str or UTF-8 bytes alike (bytes spare the
+    wrapper encoding the text at every search).  A pattern RE2 refuses raises
     ``ValueError`` whose message is RE2's reason.
     """
     options = re2.Options()
@@ -26,7 +26,7 @@ def compile_pattern(pattern: str, *, for_bytes: bool = False) -> re2._Regexp:
     options.log_errors = False  # the caller reports the reason; RE2 would also print it to stderr
     options.never_capture = True  # callers ask whether it matches, never for groups: RE2 can skip finding them
     try:
-        return re2.compile(pattern.encode("utf-8", "surrogatepass") if for_bytes else pattern, options)
+        return re2.compile(pattern, options)
     except re2.error as exc:
         reason = exc.args[0] if exc.args else "refused"
         if isinstance(reason, bytes):

@@ -458,7 +458,7 @@ def _leaf(spec: FieldSpec, op: str, negated: bool, constant: Any) -> Leaf:
         if not isinstance(constant, str):
             raise ValueError(f"expected a pattern (a string), got {shown}")
         try:
-            regex = compile_pattern(constant, for_bytes=True)
+            regex = compile_pattern(constant)
         except ValueError as exc:
             raise ValueError(f"invalid pattern (RE2 syntax): {exc}") from None
         return Leaf(spec, op, negated, lambda value: regex.search(value) is not None, _encoded(spec), shown)
