@@ -14,6 +14,7 @@ import os
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
     AfterValidator,
@@ -26,8 +27,10 @@ from pydantic import (
     model_validator,
 )
 
+from maildesk.desk.rules import RuleError, RuleSet, check_references, rules_from_toml
 from maildesk.errors import ConfigError
 from maildesk.patterns import compile_robot_pattern
+from maildesk.templating import template_names
 
 ENV_VAR = "MAILDESK_CONFIG"
 DEFAULT_FILE = Path("maildesk.toml")
@@ -71,7 +74,20 @@ class AddressConfig(Section):
     """Language of the mail sent for this address's queue ("en", "id"; "id-ID" falls back to "id", then "en")."""
 
 
+def _check_timezone(value: str) -> str:
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown time zone {value!r} (an IANA name such as \"Asia/Jakarta\" or \"UTC\")") from None
+    return value
+
+
+TimeZoneName = Annotated[str, AfterValidator(_check_timezone)]
+
+
 class DeskConfig(Section):
+    timezone: TimeZoneName = "UTC"
+    """The desk's time zone: rules' ``weekday`` and ``hour`` are read in it."""
     domain: str = "localhost"
     """Our own domain: used for the Message-IDs of the mail we send."""
     tag_prefix: str = ""
@@ -79,6 +95,28 @@ class DeskConfig(Section):
     reopen_window_days: float = Field(default=30.0, ge=0)
     """A reply to a ticket closed longer ago than this opens a new linked ticket."""
     note_address: MailAddress | None = None
+
+
+class QueueConfig(Section):
+    """One queue (``[[queues]]``): where tickets wait, at a support level."""
+
+    name: str = Field(min_length=1)
+    display_name: str = ""
+    """Shown to customers in the From of the queue's mail; defaults to the name."""
+    level: int = Field(default=1, ge=1, le=3)
+    """The support tier: 1 answers first, 2 and 3 take what level 1 cannot."""
+    escalate_to: str | None = None
+    """The queue a ticket moves to when it is escalated."""
+    sla: str | None = None
+    """The SLA policy of the queue's tickets (a name, kept for the SLA clocks)."""
+
+
+class AgentConfig(Section):
+    """One agent (``[[agents]]``): a person who answers tickets of some queues."""
+
+    address: MailAddress
+    name: str = ""
+    queues: list[str] = Field(default_factory=list)
 
 
 class SmtpLogin(Section):
@@ -251,6 +289,41 @@ class Config(Section):
     limits: LimitsConfig = LimitsConfig()
     logging: LoggingConfig = LoggingConfig()
     imap: list[ImapConfig] = Field(default_factory=list)
+    queues: list[QueueConfig] = Field(default_factory=list)
+    """With none, each queue named by [[addresses]] exists at level 1."""
+    agents: list[AgentConfig] = Field(default_factory=list)
+    rules: RuleSet = RuleSet()
+    rules_file: Path | None = None
+    """A TOML file of [[rules]] tables, read instead of [[rules]] here (relative to the config file)."""
+
+    @model_validator(mode="after")
+    def _directory_consistent(self) -> Config:
+        if not self.queues:
+            implicit = dict.fromkeys(a.queue for a in self.addresses)
+            self.queues = [QueueConfig(name=name) for name in implicit]
+        names = [queue.name for queue in self.queues]
+        for queue in self.queues:
+            if names.count(queue.name) > 1:
+                raise ValueError(f"queues: queue {queue.name!r} defined twice")
+            if queue.escalate_to is not None and queue.escalate_to not in names:
+                raise ValueError(f"queues.{queue.name}.escalate_to: unknown queue {queue.escalate_to!r}")
+        for n, entry in enumerate(self.addresses):
+            if entry.queue not in names:
+                raise ValueError(f"addresses[{n}].queue: unknown queue {entry.queue!r} (address {entry.address})")
+        agents = [agent.address for agent in self.agents]
+        for n, agent in enumerate(self.agents):
+            if agents.count(agent.address) > 1:
+                raise ValueError(f"agents: agent {agent.address} listed twice")
+            for queue in agent.queues:
+                if queue not in names:
+                    raise ValueError(f"agents[{n}].queues: unknown queue {queue!r} (agent {agent.address})")
+        if self.rules_file is not None:
+            if len(self.rules):
+                raise ValueError("rules_file: give [[rules]] here or rules_file, not both")
+            self.rules = _rules_from_file(self.rules_file)
+        check_references(self.rules, queues=names, agents=agents,
+                         template_kinds=template_names(self.outbound.templates))
+        return self
 
     @model_validator(mode="after")
     def _imap_mailboxes_valid(self) -> Config:
@@ -287,12 +360,36 @@ class Config(Section):
     def default_address(self) -> AddressConfig:
         return self.addresses[0]
 
+    def queue(self, name: str) -> QueueConfig | None:
+        return next((queue for queue in self.queues if queue.name == name), None)
+
+    def agent(self, address: str) -> AgentConfig | None:
+        address = address.lower()
+        return next((agent for agent in self.agents if agent.address == address), None)
+
+    def agents_of(self, queue: str) -> list[AgentConfig]:
+        """The queue's agents, in config order (round robin and ties follow it)."""
+        return [agent for agent in self.agents if queue in agent.queues]
+
+
+def _rules_from_file(path: Path) -> RuleSet:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"cannot read {path}: {exc}") from None
+    try:
+        return rules_from_toml(text)
+    except RuleError as exc:
+        raise ValueError(f"{path}: {exc}") from None
+
 
 def _describe(error: dict[str, Any]) -> str:
     key = ".".join(str(part) for part in error["loc"]) or "(top level)"
     if error["type"] == "extra_forbidden":
         return f"{key}: unknown key"
     message = error["msg"].removeprefix("Value error, ")
+    if message.startswith("rules[") or (key == "(top level)" and message.split(" ", 1)[0].endswith(":")):
+        return message  # a check across sections (or the rule engine) names the key itself
     return f"{key}: {message}"
 
 
@@ -328,6 +425,8 @@ def load_config(explicit: str | os.PathLike[str] | None = None) -> Config:
         raise ConfigError(f"{path}: cannot read config file: {exc}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    if isinstance(data.get("rules_file"), str):  # relative to the config file, not to where maildesk runs
+        data["rules_file"] = str(path.parent / data["rules_file"])
     return parse_config(data, str(path))
 
 

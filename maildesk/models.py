@@ -35,6 +35,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     bindparam,
+    false,
     insert,
     select,
 )
@@ -132,8 +133,12 @@ class Ticket(Base):
     priority: Mapped[str] = mapped_column(String(16), default="normal")
     requester: Mapped[address]
     requester_name: Mapped[str] = mapped_column(Text, default="")
-    assignee: Mapped[str | None] = mapped_column(String(320))
+    assignee: Mapped[str | None] = mapped_column(String(320), index=True)
     tags: Mapped[json_list]
+    sla_policy: Mapped[str | None] = mapped_column(String(255))
+    """The SLA policy a rule chose for the ticket (else the queue's applies)."""
+    spam: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    """A rule called it spam: kept, closed, never acknowledged, never reopened by mail."""
     support_address: Mapped[address]
     linked_ticket_id: Mapped[int | None] = mapped_column(ForeignKey("tickets.id"))
     thread_index: Mapped[str | None] = mapped_column(String(255))

@@ -32,7 +32,7 @@ from sqlalchemy.orm import Session
 from maildesk import spool
 from maildesk.config import AddressConfig, Config
 from maildesk.db import Database, worth_retrying
-from maildesk.desk import merge, outbound, threader, tickets
+from maildesk.desk import merge, outbound, routing, threader, tickets
 from maildesk.desk.tickets import IncomingMessage, Person
 from maildesk.errors import TemporaryFailure
 from maildesk.mail import charsets, classify
@@ -357,6 +357,13 @@ def _apply(
         )), message_id
 
     created = match.ticket is None
+    evaluation = None
+    if len(config.rules):
+        evaluation = config.rules.evaluate(routing.rule_input(
+            session, config, parsed, address=served.address, sender=mail.sender.address, automated=verdict.kind,
+            arrived=now, ticket=match.ticket))
+        routing.log_failures(evaluation, inbound_id=inbound.id)
+    route = routing.resolve(session, config, evaluation, queue=served.queue, ticket=match.ticket)
     if created:
         ticket = tickets.open_ticket(
             session,
@@ -373,6 +380,8 @@ def _apply(
         assert ticket is not None
         if verdict.kind == classify.NORMAL:
             tickets.customer_wrote(session, ticket, actor=mail.sender.address, now=now)
+    if evaluation is not None:
+        routing.apply(session, ticket, evaluation, route, now=now, message_id=mail.message_id)
 
     kind = "customer" if verdict.kind == classify.NORMAL else "auto"
     tickets.add_message(session, ticket, mail, inbound_id=inbound.id, kind=kind, via=match.via, now=now)
@@ -385,9 +394,10 @@ def _apply(
     if bounced is not None:
         outbound.record_bounce(session, bounced, reason=verdict.reason, failed_recipients=verdict.failed_recipients,
                                permanent=verdict.permanent, now=now)
-    if created and inbound.notify:
+    if created and inbound.notify and route.acknowledge is not False:
         outbound.acknowledge(session, config, ticket, mail, now=now, recent=batch.recent_mail,
-                             never_answer=_null_sender(inbound.envelope, parsed))
+                             never_answer=_null_sender(inbound.envelope, parsed),
+                             template=route.acknowledge if isinstance(route.acknowledge, str) else None)
     log.info("message applied", ticket_id=ticket.id, created=created, via=match.via, classification=verdict.kind)
     disposition = f"new ticket #{ticket.id}" if created else f"added to ticket #{ticket.id} ({match.via})"
     return Outcome(inbound.id, spool.DONE, ticket.id, created=created, detail=disposition), message_id

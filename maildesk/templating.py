@@ -48,6 +48,15 @@ def languages(language: str) -> list[str]:
     return list(dict.fromkeys([*chain, DEFAULT_LANGUAGE]))
 
 
+def template_names(overrides: Path | None = None) -> frozenset[str]:
+    """Every kind of mail there is a template for: the built-in kinds and, in the override
+    directory, any folder of its own with a ``subject.txt`` (an admin's acknowledgement for VIPs)."""
+    names = set(KINDS)
+    if overrides is not None and overrides.is_dir():
+        names.update(path.parent.name for depth in ("*", "*/*", "*/*/*") for path in overrides.glob(f"{depth}/subject.txt"))
+    return frozenset(names)
+
+
 class Renderer:
     """Finds and renders templates; one per override directory (see ``renderer``)."""
 
@@ -81,7 +90,8 @@ class Renderer:
         return list(dict.fromkeys(names))
 
     def render(self, kind: str, context: dict[str, Any], *, queue: str = "", language: str = "en") -> Rendered:
-        if kind not in KINDS:
+        """``kind``: a built-in kind, or the name of an override folder of the admin's own."""
+        if kind not in KINDS and self.overrides is None:
             raise ValueError(f"unknown kind of mail {kind!r}; one of {', '.join(KINDS)}")
         subject, text, html = (
             self.env.select_template(self.candidates(kind, part, queue=queue, language=language)).render(context)
@@ -89,17 +99,19 @@ class Renderer:
         )
         return Rendered(subject=" ".join(subject.split()), text=text, html=html)
 
-    def render_or_builtin(self, kind: str, context: dict[str, Any], *, queue: str = "", language: str = "en") -> Rendered:
+    def render_or_builtin(self, kind: str, context: dict[str, Any], *, queue: str = "", language: str = "en",
+                          builtin: str | None = None) -> Rendered:
         """Like ``render``, but a broken override (syntax error, unknown variable) falls
         back to the built-in template with an error in the log, instead of failing the
-        change that sends the mail."""
+        change that sends the mail. ``builtin``: the kind to fall back to when ``kind``
+        is an admin's own (default: ``kind``)."""
         try:
             return self.render(kind, context, queue=queue, language=language)
         except TemplateError as exc:
             if self.overrides is None:
                 raise
             log.error("template override failed, using the built-in one", kind=kind, queue=queue, error=str(exc))
-            return renderer(None).render(kind, context, queue=queue, language=language)
+            return renderer(None).render(builtin or kind, context, queue=queue, language=language)
 
     def source_of(self, kind: str, part: str, *, queue: str = "", language: str = "en") -> str:
         """Which file would be used (for tests and for an admin wondering why)."""
@@ -113,4 +125,4 @@ def renderer(overrides: Path | None = None) -> Renderer:
     return Renderer(overrides)
 
 
-__all__ = ["KINDS", "Rendered", "Renderer", "TemplateNotFound", "languages", "renderer"]
+__all__ = ["KINDS", "Rendered", "Renderer", "TemplateNotFound", "languages", "renderer", "template_names"]

@@ -98,11 +98,13 @@ def acknowledge(
     now: datetime,
     recent: RecentMail | None = None,
     never_answer: str = "",
+    template: str | None = None,
 ) -> Outbox | None:
     """Acknowledge a new ticket opened by ``mail``, unless it was written by software.
 
     ``never_answer``: why this mail must not be answered automatically at all
     (a null sender); the acknowledgement is then kept as ``suppressed`` with it.
+    ``template``: the template to write it with instead of ``ack`` (a rule's choice).
     """
     if mail.classification != NORMAL:
         return None
@@ -112,7 +114,7 @@ def acknowledge(
                      reason=f"Reply-To {mail.reply_to[0].address!r} is not a deliverable address; "
                             f"answered to From instead", reply_to=mail.reply_to[0].address)
     return enqueue(session, config, ticket, "ack", to=[to], now=now, parent=mail, message_text=mail.new_text,
-                   recent=recent, suppress=never_answer)
+                   recent=recent, suppress=never_answer, template=template)
 
 
 def reply_address(mail: IncomingMessage) -> Person:
@@ -159,6 +161,7 @@ def enqueue(
     parent_thread_index: str | None = None,
     recent: RecentMail | None = None,
     suppress: str = "",
+    template: str | None = None,
     **variables: Any,
 ) -> Outbox:
     """Render, compose and write one outbox row (``queued`` or ``suppressed``).
@@ -168,7 +171,8 @@ def enqueue(
     """
     served = served_address(config, ticket)
     rendered = renderer(config.outbound.templates).render_or_builtin(
-        kind, context(config, ticket, served, **variables), queue=ticket.queue, language=served.language
+        template or kind, context(config, ticket, served, **variables), queue=ticket.queue,
+        language=served.language, builtin=kind,
     )
     parent_thread_index = parent_thread_index or ticket.thread_index  # one Outlook conversation per ticket
     tag = threader.subject_tag(ticket.id, config.desk.tag_prefix)

@@ -42,6 +42,7 @@ import json
 import tomllib
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from maildesk.desk.conditions import InvalidKey, RuleInput, compile_when
@@ -139,6 +140,25 @@ class RuleSet:
 
     def evaluate(self, mail: RuleInput) -> Evaluation:
         return evaluate(self, mail)
+
+    @cached_property
+    def fields(self) -> frozenset[str]:
+        """The fields the rules' conditions read (so a caller computes only what is needed)."""
+        found: set[str] = set()
+
+        def walk(table: Any) -> None:
+            if isinstance(table, Mapping):
+                for key, value in table.items():
+                    found.add(str(key))
+                    walk(value)
+            elif isinstance(table, list):
+                for item in table:
+                    walk(item)
+
+        for rule in self.source:
+            if isinstance(rule, Mapping):
+                walk(rule.get("when"))
+        return frozenset(found)
 
     @classmethod
     def __get_pydantic_core_schema__(cls, source_type: Any, handler: Any) -> Any:
@@ -407,7 +427,17 @@ class Evaluation:
     @property
     def matched(self) -> list[RuleTrace]:
         """The rules that matched, in order: what goes into the ticket's history."""
-        return [step for step in self.trace if step.matched]
+        if self._trace is not None:
+            return [step for step in self._trace if step.matched]
+        return [RuleTrace(rule, MATCHED, self._mail)
+                for rule, status in zip(self._rules, self._statuses, strict=True) if status == MATCHED]
+
+    @property
+    def failed(self) -> list[RuleTrace]:
+        """The rules that failed at run time (skipped, the others still decided)."""
+        if not self._failures:
+            return []
+        return [step for step in self.trace if step.status == FAILED]
 
     def as_dict(self) -> dict[str, Any]:
         return {"rules": [step.as_dict() for step in self.trace], "outcome": self.outcome.as_dict()}

@@ -105,6 +105,8 @@ def open_ticket(
         updated_at=now,
         solved_at=None,
         closed_at=None,
+        sla_policy=None,
+        spam=False,
     )
     ticket = Ticket(id=append_row(session, Ticket, values), **values)
     # The row is written: the session should track the ticket's changes from here, not INSERT it again.
@@ -223,8 +225,8 @@ def add_participants(
 
 
 def customer_wrote(session: Session, ticket: Ticket, *, actor: str, now: datetime) -> None:
-    """A customer's mail on a waiting, solved or closed ticket puts it back to work."""
-    if ticket.status in (PENDING, SOLVED, CLOSED):
+    """A customer's mail on a waiting, solved or closed ticket puts it back to work (spam stays closed)."""
+    if ticket.status in (PENDING, SOLVED, CLOSED) and not ticket.spam:
         old = ticket.status
         ticket.status = OPEN
         ticket.solved_at = None

@@ -6,4 +6,4 @@ import. Adding a migration means updating it; tests/unit/test_db.py checks it
 against the head Alembic finds in ``versions/``.
 """
 
-HEAD_REVISION = "0004"
+HEAD_REVISION = "0005"
