@@ -131,7 +131,7 @@ class Ticket(Base):
     status: Mapped[str] = mapped_column(String(16), default="new", index=True)
     queue: Mapped[short]
     priority: Mapped[str] = mapped_column(String(16), default="normal")
-    requester: Mapped[address]
+    requester: Mapped[str] = mapped_column(String(320), index=True)
     requester_name: Mapped[str] = mapped_column(Text, default="")
     assignee: Mapped[str | None] = mapped_column(String(320), index=True)
     tags: Mapped[json_list]

@@ -22,7 +22,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import structlog
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.orm import Session
 
 from maildesk.config import Config
@@ -86,10 +86,13 @@ def previous_tickets(session: Session, requester: str, *, before: int | None = N
     """How many tickets ``requester`` opened (before ticket ``before``, when given)."""
     if not requester:
         return 0
-    query = select(func.count(Ticket.id)).where(Ticket.requester == requester.lower())
-    if before is not None:
-        query = query.where(Ticket.id < before)
-    return session.scalar(query) or 0
+    query = _EARLIER_TICKETS if before is not None else _TICKETS_OF
+    # On the connection: an ORM statement would first flush what waits to be written, for a COUNT.
+    return session.connection().execute(query, {"requester": requester.lower(), "before": before}).scalar() or 0
+
+
+_TICKETS_OF = select(func.count(Ticket.id)).where(Ticket.requester == bindparam("requester"))
+_EARLIER_TICKETS = _TICKETS_OF.where(Ticket.id < bindparam("before"))
 
 
 def resolve(session: Session | None, config: Config, evaluation: Evaluation | None, *, queue: str,
@@ -124,6 +127,7 @@ def _choose(session: Session | None, config: Config, strategy: str, queue: str) 
     agents = [agent.address for agent in config.agents_of(queue)]
     if session is None or not agents:
         return strategy if session is None else None
+    # The ORM session, not its connection: a ticket assigned earlier in this batch may wait to be flushed.
     if strategy == "round_robin":
         last = session.scalar(
             select(Ticket.assignee).where(Ticket.queue == queue, Ticket.assignee.in_(agents))

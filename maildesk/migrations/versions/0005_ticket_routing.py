@@ -1,4 +1,5 @@
-"""Tickets: the SLA policy rules chose, and whether a rule called the ticket spam.
+"""Tickets: the SLA policy rules chose, whether a rule called the ticket spam; indexes for routing
+(an agent's open tickets, a requester's earlier ones).
 
 Revision ID: 0005
 Revises: 0004
@@ -21,10 +22,12 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column('sla_policy', sa.String(length=255), nullable=True))
         batch_op.add_column(sa.Column('spam', sa.Boolean(), nullable=False, server_default=sa.false()))
     op.create_index('ix_tickets_assignee', 'tickets', ['assignee'], unique=False)
+    op.create_index('ix_tickets_requester', 'tickets', ['requester'], unique=False)
 
 
 def downgrade() -> None:
     # ALTER TABLE ... DROP COLUMN (SQLite 3.35+), as in 0003.
+    op.drop_index('ix_tickets_requester', table_name='tickets')
     op.drop_index('ix_tickets_assignee', table_name='tickets')
     with op.batch_alter_table('tickets', schema=None, recreate='never') as batch_op:
         batch_op.drop_column('spam')
