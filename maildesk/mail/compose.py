@@ -210,6 +210,9 @@ class Outgoing:
     parent_thread_index: str | None = None
     topic: str = ""
     """Outlook's Thread-Topic: the conversation's subject (default: this subject without Re:)."""
+    cc: list[tuple[str, str]] = field(default_factory=list)
+    reply_to: list[tuple[str, str]] = field(default_factory=list)
+    """Where replies go instead of From (a notification: the agent reply address)."""
 
 
 def address(name: str, addr: str) -> Address:
@@ -276,6 +279,9 @@ def _headers(out: Outgoing) -> list[_Header]:
     headers = [
         ("From", _addresses("From", [address(out.from_name, out.from_address)])),
         ("To", _addresses("To", [address(name, addr) for name, addr in out.to])),
+        *([("Cc", _addresses("Cc", [address(name, addr) for name, addr in out.cc]))] if out.cc else []),
+        *([("Reply-To", _addresses("Reply-To", [address(name, addr) for name, addr in out.reply_to]))]
+          if out.reply_to else []),
         ("Subject", _text("Subject", clean(out.subject))),
         ("Date", format_datetime(out.date)),
         ("Message-ID", _text("Message-ID", clean(out.message_id), identifiers=True)),

@@ -108,6 +108,8 @@ CASES: dict[str, dict[str, object]] = {
         "in_reply_to": LONG_ID,
     },
     "parent thread index": {"parent_thread_index": ROOT_INDEX},
+    "cc and reply-to": {"cc": [("Bob Smith", "bob@customer.example"), ("", "carol@customer.example")],
+                        "reply_to": [("ACME Support", "support+42.abcdefghijklmnop@example.com")]},
     "broken parent thread index": {"parent_thread_index": "not base64!"},
     "other time zone": {"date": datetime(2026, 3, 1, 23, 59, 59, tzinfo=timezone(timedelta(hours=-5)))},
 }
