@@ -83,16 +83,20 @@ def imap() -> None:
 
 
 @imap.command("status")
-@click.option("--json", "as_json", is_flag=True, help="Print the documented JSON array.")
+@click.option("--json", "as_json", is_flag=True, help="Print the documented JSON object.")
 @click.pass_obj
 def imap_status(app: App, as_json: bool) -> None:
-    """Per mailbox: position (UIDVALIDITY, last UID), counters, last poll and error."""
+    """Per mailbox: position (UIDVALIDITY, last UID), counters, last poll and error.
+
+    Every configured mailbox is listed, so the list is never cut (``next`` is always null).
+    """
+    from maildesk.cli.paging import envelope
     from maildesk.receive import imap_state
 
     with temporary_failures_exit():
         rows = imap_state.status(app.db, [box.name for box in app.config.imap])
     if as_json:
-        emit_json(rows)
+        emit_json(envelope(rows, None))
         return
     table(rows, [("name", 16), ("last_uid", 8), ("fetched", 8), ("deduplicated", 12), ("failed", 6),
                  ("last_poll_at", 25), ("last_error", 50)])
