@@ -190,6 +190,7 @@ class Claimed:
     raw: bytes
     attempts: int
     created_at: datetime
+    kind: str = ""
 
 
 @dataclass(frozen=True)
@@ -197,6 +198,7 @@ class SendResult:
     outbox_id: int
     status: str
     error: str = ""
+    kind: str = ""
 
 
 def utc_now() -> datetime:
@@ -211,12 +213,16 @@ def flush(
     transport: Transport | None = None,
     limit: int | None = None,
     only: int | None = None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> list[SendResult]:
-    """Send every due queued mail once (or ``only`` that one); return what happened to each."""
+    """Send every due queued mail once (or ``only`` that one); return what happened to each.
+
+    ``should_stop``: asked before each mail is claimed; True ends the flush (the daemon is stopping).
+    """
     transport = transport or make_transport(config)
     results: list[SendResult] = []
     try:
-        while limit is None or len(results) < limit:
+        while (limit is None or len(results) < limit) and not (should_stop and should_stop()):
             claimed = _claim(db, config, clock(), only)
             if claimed is None:
                 break
@@ -250,7 +256,7 @@ def _claim(db: Database, config: Config, now: datetime, only: int | None) -> Cla
         row.next_attempt_at = now + _lease(config.outbound)
         headers = BytesHeaderParser().parsebytes(row.raw)
         sender = next((addr for _, addr in getaddresses(headers.get_all("From", []))), "")
-        return Claimed(row.id, sender, list(row.to), row.raw, row.attempts, row.created_at)
+        return Claimed(row.id, sender, list(row.to), row.raw, row.attempts, row.created_at, row.kind)
 
 
 def _deliver(db: Database, config: Config, transport: Transport, claimed: Claimed, clock: Clock) -> SendResult:
@@ -268,7 +274,7 @@ def _deliver(db: Database, config: Config, transport: Transport, claimed: Claime
             row.status, row.sent_at, row.last_error = outbound.SENT, now, None
             outbound.delivered(session, row, now=now)
             bound.info("mail sent")
-            return SendResult(row.id, row.status)
+            return SendResult(row.id, row.status, kind=claimed.kind)
         row.last_error = str(error)
         limits = config.outbound
         too_old = now - claimed.created_at >= timedelta(hours=limits.max_age_hours)
@@ -282,4 +288,4 @@ def _deliver(db: Database, config: Config, transport: Transport, claimed: Claime
         else:
             row.next_attempt_at = now + backoff(claimed.attempts, limits)
             bound.info("mail deferred", error=str(error), next_attempt_at=row.next_attempt_at.isoformat())
-        return SendResult(row.id, row.status, row.last_error or "")
+        return SendResult(row.id, row.status, row.last_error or "", claimed.kind)

@@ -24,12 +24,13 @@ def check_config(app: App) -> None:
 @click.pass_obj
 def serve(app: App) -> None:
     """Run the daemon: listeners, pollers and the processor, until SIGTERM."""
+    from maildesk import settings
     from maildesk.service import run_service
 
     with temporary_failures_exit():
         try:
-            run_service(app.config, app.db)
-        except ConfigError as exc:  # a listener that cannot start: bad cert, port taken
+            run_service(settings.load(app.config_path, config=app.config), app.db)
+        except ConfigError as exc:  # a broken template, a listener that cannot start: bad cert, port taken
             fail(str(exc), EX_USAGE)
 
 
