@@ -160,7 +160,7 @@ class Daemon:
         self.stop_requested = asyncio.Event()
         self._reloading = asyncio.Lock()
         self._health = ThreadPoolExecutor(max_workers=2, thread_name_prefix="health")
-        self._looking = False
+        self._looking: asyncio.Future[dict[str, Any]] | None = None
         self.last_snapshot: dict[str, Any] | None = None
 
     @property
@@ -208,12 +208,10 @@ class Daemon:
 
     async def look(self) -> dict[str, Any]:
         """A fresh ``health.snapshot`` (in a thread of its own, given HEALTH_TIMEOUT_SECONDS); sets the gauges."""
-        if self._looking:  # the last look is still stuck in the database
-            return _unreachable("the previous check has not returned yet")
-        self._looking = True
-        loop = asyncio.get_running_loop()
-        future = loop.run_in_executor(self._health, health.snapshot, self.db, self.config)
-        future.add_done_callback(lambda _f: setattr(self, "_looking", False))
+        future = self._looking
+        if future is None or future.done():  # else share the look in progress (it may be stuck in the database)
+            future = self._looking = asyncio.get_running_loop().run_in_executor(
+                self._health, health.snapshot, self.db, self.config)
         try:
             snapshot = await asyncio.wait_for(asyncio.shield(future), HEALTH_TIMEOUT_SECONDS)
         except TimeoutError:
