@@ -136,9 +136,10 @@ def _shared(overrides: Path | None) -> Renderer:
 
 def install(overrides: Path | None, sources: Mapping[str, str] | None) -> None:
     """From now on ``renderer(overrides)`` renders from this snapshot of the overrides
-    (``maildesk serve`` installs the set it validated, at start and on reload)."""
-    if overrides is None:
-        _installed.pop(None, None)
+    (``maildesk serve`` installs the set it validated, at start and on reload);
+    ``sources`` None goes back to reading the directory."""
+    if overrides is None or sources is None:
+        _installed.pop(overrides, None)
         return
     _installed[overrides] = Renderer(overrides, sources)
 
