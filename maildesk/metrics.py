@@ -20,10 +20,10 @@ _LATENCY = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600)
 class Metrics:
     def __init__(self) -> None:
         self.registry = registry = CollectorRegistry(auto_describe=True)
-        self.received = Counter("maildesk_messages_received", "Messages accepted into the spool, by source "
-                                "(bytes already spooled count under deduplicated)", ["source"], registry=registry)
+        self.received = Counter("maildesk_messages_received", "Messages accepted (committed to the spool), "
+                                "by source", ["source"], registry=registry)
         self.received_duplicates = Counter("maildesk_messages_received_duplicate",
-                                           "Deliveries of bytes already in the spool, by source", ["source"],
+                                           "Of those, deliveries of bytes already in the spool", ["source"],
                                            registry=registry)
         self.processed = Counter("maildesk_messages_processed", "Spooled messages processed (state done)",
                                  registry=registry)
@@ -63,6 +63,11 @@ class Metrics:
 
     def smtp_reply(self, code: str) -> None:
         self.smtp_replies.labels(code=code).inc()
+
+    def message_received(self, source: str, *, duplicate: bool, count: int = 1) -> None:
+        self.received.labels(source=source).inc(count)
+        if duplicate:
+            self.received_duplicates.labels(source=source).inc(count)
 
     def text(self) -> bytes:
         return generate_latest(self.registry)

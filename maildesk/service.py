@@ -197,12 +197,11 @@ class Daemon:
         write_pid_file(config.service.pid_path())
 
     def _accepted(self, _inbound_id: int) -> None:
-        self.metrics.received.labels(source=self.config.smtp.protocol).inc()
         self.processor.wake.set()
 
     def _fetched(self, mailbox: str, new: int, duplicates: int) -> None:
-        self.metrics.received.labels(source=f"imap:{mailbox}").inc(new)
-        self.metrics.received_duplicates.labels(source=f"imap:{mailbox}").inc(duplicates)
+        self.metrics.message_received(f"imap:{mailbox}", duplicate=False, count=new)
+        self.metrics.message_received(f"imap:{mailbox}", duplicate=True, count=duplicates)
 
     # -- looking after it ------------------------------------------------------
 

@@ -18,6 +18,7 @@ message is still one spool row that lists every recipient.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import ssl
 from collections.abc import Callable
@@ -48,11 +49,13 @@ Accepted = Callable[[int], None]
 
 
 class Counters(Protocol):
-    """Where the listener counts its sessions and replies (the daemon's metrics)."""
+    """Where the listener counts its sessions, replies and messages (the daemon's metrics)."""
 
     def smtp_session(self) -> None: ...
 
     def smtp_reply(self, code: str) -> None: ...
+
+    def message_received(self, source: str, *, duplicate: bool) -> None: ...
 
 
 class _NoCounters:
@@ -62,13 +65,17 @@ class _NoCounters:
     def smtp_reply(self, code: str) -> None:
         pass
 
+    def message_received(self, source: str, *, duplicate: bool) -> None:
+        pass
+
 
 class Handler:
     """aiosmtpd hooks: recipient policy, size limit, and the durable commit."""
 
     def __init__(self, config: Config, db: Database, on_accepted: Accepted | None = None,
-                 turns: Turns | None = None) -> None:
+                 turns: Turns | None = None, counters: Counters | None = None) -> None:
         self.config = config
+        self.counters = counters or _NoCounters()
         self.smtp = config.smtp
         self.db = db
         turns = turns or Turns(serialize=db.is_sqlite)
@@ -136,6 +143,7 @@ class Handler:
             return _each(TRY_LATER, replies)
         bound.info("message accepted", inbound_id=spooled.id, duplicate=spooled.duplicate,
                    rcpt_to=details["rcpt_to"])
+        self.counters.message_received(self.smtp.protocol, duplicate=spooled.duplicate)
         self.on_accepted(spooled.id)
         return _each(f"250 2.0.0 OK queued as {spooled.id}", replies)
 
@@ -307,10 +315,13 @@ class Listener:
         """Stop listening and close every open session with 421 (their senders will retry)."""
         self.server.close()
         for session in list(self.sessions):
-            if session.transport is not None:
-                if not session.in_hand:
-                    session.transport.write(SHUTTING_DOWN)
-                session.transport.close()
+            transport = session.transport
+            if transport is not None:
+                if not session.in_hand and not transport.is_closing():
+                    # Best effort: a TLS session may be half torn down already.
+                    with contextlib.suppress(Exception):
+                        transport.write(SHUTTING_DOWN)
+                transport.close()
         await self.server.wait_closed()
 
 
@@ -322,12 +333,12 @@ async def start_server(config: Config, db: Database, on_accepted: Accepted | Non
     ``counters`` hears of every session and reply.
     """
     smtp = config.smtp
-    handler = Handler(config, db, on_accepted, turns)
+    count = counters or _NoCounters()
+    handler = Handler(config, db, on_accepted, turns, count)
     dialogue = LmtpDialogue if smtp.protocol == "lmtp" else SmtpDialogue
     context = tls_context(smtp)
     check = authenticator(smtp)
     sessions: set[Any] = set()
-    count = counters or _NoCounters()
     listener: Listener | None = None
 
     def factory() -> asyncio.Protocol:

@@ -130,9 +130,14 @@ class Daemon:
         except urllib.error.HTTPError as error:
             return error.code, error.read()
 
-    def send(self, subject: str) -> None:
+    def send(self, subject: str) -> bytes:
+        raw = make_mail(subject=subject)
+        self.send_raw(raw)
+        return raw
+
+    def send_raw(self, raw: bytes) -> None:
         with smtplib.SMTP("127.0.0.1", self.smtp_port) as client:
-            assert client.sendmail(CUSTOMER, ["support@example.com"], make_mail(subject=subject)) == {}
+            assert client.sendmail(CUSTOMER, ["support@example.com"], raw) == {}
 
 
 def _ports(log: Path) -> tuple[int, int] | None:
@@ -220,23 +225,25 @@ def test_serve_under_systemd_notify_reload_metrics_and_stop(config_data: dict, d
             systemd.wait_for("READY=1", since=systemd.wait_for("RELOADING=1", since=before))
             [refused] = [e for e in daemon.logged() if e["msg"].startswith("reload failed")]
             assert "smtp.portt: unknown key" in refused["error"] and "\n" not in refused["error"]
-            daemon.send("Fourth request")
+            fourth = daemon.send("Fourth request")
             wait_until(lambda: len(ack_subjects(outbox)) == 4, what="the fourth acknowledgement")
             assert ack_subjects(outbox)[3] == "[#4] Version two: Fourth request"
+            daemon.send_raw(fourth)  # the same bytes again: accepted, stored once
 
             sent = ("maildesk_outbox_mail_total", (("kind", "ack"), ("status", "sent")))
             # The .eml is on disk a moment before the sender's result reaches the counters.
             values = wait_until(lambda: (v := metric_values(daemon.get("/metrics")[1].decode())).get(sent) == 4 and v,
                                 what="four acks counted as sent")
-            assert values[("maildesk_messages_received_total", (("source", "smtp"),))] == 4
+            assert values[("maildesk_messages_received_total", (("source", "smtp"),))] == 5
+            assert values[("maildesk_messages_received_duplicate_total", (("source", "smtp"),))] == 1
             assert values[("maildesk_messages_processed_total", ())] == 4
             assert values[("maildesk_tickets_created_total", ())] == 4
             assert values[("maildesk_messages_failed_total", ())] == 0
             assert values[("maildesk_outbox_mail_total", (("kind", "ack"), ("status", "queued")))] == 4
             assert values[("maildesk_processing_seconds_count", ())] == 4
             assert values[("maildesk_accepted_to_ticket_seconds_count", ())] == 4
-            assert values[("maildesk_smtp_sessions_total", ())] >= 4
-            assert values[("maildesk_smtp_replies_total", (("code", "354"),))] == 4
+            assert values[("maildesk_smtp_sessions_total", ())] >= 5
+            assert values[("maildesk_smtp_replies_total", (("code", "354"),))] == 5
 
             status, body = daemon.get("/healthz")
             health = json.loads(body)
