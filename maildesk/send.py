@@ -214,24 +214,40 @@ def flush(
     limit: int | None = None,
     only: int | None = None,
     should_stop: Callable[[], bool] | None = None,
+    in_hand: Callable[[int | None], None] | None = None,
 ) -> list[SendResult]:
     """Send every due queued mail once (or ``only`` that one); return what happened to each.
 
     ``should_stop``: asked before each mail is claimed; True ends the flush (the daemon is stopping).
+    ``in_hand``: told the id of each mail claimed, and None once its outcome is recorded.
     """
     transport = transport or make_transport(config)
+    told = in_hand or (lambda _outbox_id: None)
     results: list[SendResult] = []
     try:
         while (limit is None or len(results) < limit) and not (should_stop and should_stop()):
             claimed = _claim(db, config, clock(), only)
             if claimed is None:
                 break
+            told(claimed.id)
             results.append(_deliver(db, config, transport, claimed, clock))
+            told(None)
             if only is not None:
                 break
     finally:
         transport.close()
     return results
+
+
+def release(db: Database, outbox_id: int, *, clock: Clock = utc_now) -> bool:
+    """Hand back a claimed mail whose sending was abandoned (the daemon stopping): due again now,
+    instead of when its lease runs out. It may have reached the relay: sending stays at least once."""
+    with db.session() as session:
+        row = session.get(Outbox, outbox_id, with_for_update=True)
+        if row is None or row.status != outbound.QUEUED:
+            return False
+        row.next_attempt_at = clock()
+        return True
 
 
 def _lease(config: OutboundConfig) -> timedelta:

@@ -45,6 +45,7 @@ IDLE_POLL_SECONDS = 1.0
 RETRY_AFTER_TEMPORARY_FAILURE = 5.0
 STATUS_INTERVAL_SECONDS = 5.0
 HEALTH_TIMEOUT_SECONDS = 3.0
+RELEASE_SECONDS = 1.0
 
 ConfigSource = Config | Callable[[], Config]
 
@@ -121,6 +122,8 @@ class Sender:
         self.db = db
         self.turns = turns
         self.metrics = metrics
+        self.in_hand: int | None = None
+        """The outbox row being sent (set from the flush's thread)."""
 
     async def run(self, stopping: asyncio.Event) -> None:
         while not stopping.is_set():
@@ -128,7 +131,7 @@ class Sender:
                 await self.turns.quiet()
             try:
                 results = await asyncio.to_thread(send.flush, self.db, self.config(), limit=100,
-                                                  should_stop=stopping.is_set)
+                                                  should_stop=stopping.is_set, in_hand=self._hold)
             except TemporaryFailure as exc:
                 log.warning("sender waiting for the database", error=str(exc))
                 results, delay = [], RETRY_AFTER_TEMPORARY_FAILURE
@@ -144,6 +147,9 @@ class Sender:
                 except TimeoutError:
                     pass
 
+    def _hold(self, outbox_id: int | None) -> None:
+        self.in_hand = outbox_id
+
 
 class Daemon:
     """One running ``maildesk serve``: its settings (swapped on reload) and its stages."""
@@ -154,6 +160,7 @@ class Daemon:
         self.notifier = notifier or Notifier(None)
         self.metrics = Metrics()
         self.processor = Processor(lambda: self.settings.config, db, self.metrics)
+        self.sender = Sender(lambda: self.settings.config, db, self.processor.turns, self.metrics)
         self.listener: Listener | None = None
         self.http: asyncio.Server | None = None
         self.pollers: ImapPollers | None = None
@@ -293,7 +300,8 @@ class Daemon:
     async def stop(self, tasks: list[asyncio.Task[Any]], stopping: asyncio.Event) -> bool:
         """Stop taking work, finish what is in hand, hand the rest back; False if time ran out."""
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.config.service.stop_timeout_seconds
+        # The last second is kept for handing back a mail whose sending is stuck.
+        deadline = loop.time() + max(0.0, self.config.service.stop_timeout_seconds - RELEASE_SECONDS)
         self.notifier.stopping()
         log.info("stopping", timeout=self.config.service.stop_timeout_seconds)
         if self.listener is not None:
@@ -309,6 +317,7 @@ class Daemon:
                 clean = False
                 log.warning("work not finished within service.stop_timeout_seconds is left for the next start",
                             stages=sorted(t.get_name() for t in pending))
+                await self._hand_back()
         if self.listener is not None:
             await self.listener.stop()
         if self.http is not None:
@@ -316,6 +325,21 @@ class Daemon:
         remove_pid_file(self.config.service.pid_path())
         self._health.shutdown(wait=False, cancel_futures=True)
         return clean
+
+
+    async def _hand_back(self) -> None:
+        """The sender is stuck on a mail (a relay that does not answer): make it due again at once."""
+        outbox_id = self.sender.in_hand
+        if outbox_id is None:
+            return
+        try:
+            released = await asyncio.wait_for(asyncio.to_thread(send.release, self.db, outbox_id), RELEASE_SECONDS)
+        except Exception as exc:  # noqa: BLE001 - then its lease runs out and the next start sends it
+            log.warning("cannot hand back the mail being sent; it is sent again when its lease ends",
+                        outbox_id=outbox_id, error=str(exc) or type(exc).__name__)
+        else:
+            if released:
+                log.info("mail being sent handed back, for the next start", outbox_id=outbox_id)
 
 
 def _unreachable(error: str) -> dict[str, Any]:
@@ -354,8 +378,7 @@ async def serve(settings: Settings, db: Database, notifier: Notifier | None = No
         loop.add_signal_handler(signum, daemon.stop_requested.set)
     await daemon.start()
     loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(daemon.reload(), name="reload"))
-    tasks = [asyncio.create_task(Sender(lambda: daemon.config, db, daemon.processor.turns, daemon.metrics)
-                                 .run(stopping), name="sender")]
+    tasks = [asyncio.create_task(daemon.sender.run(stopping), name="sender")]
     if daemon.config.processor.enabled:
         tasks.append(asyncio.create_task(daemon.processor.run(stopping), name="processor"))
     helpers = [asyncio.create_task(daemon.report_status(stopping), name="status")]

@@ -21,6 +21,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
+from datetime import UTC, datetime
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -29,11 +30,13 @@ from typing import Any
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy import select
 from sqlalchemy.engine import make_url
 
 from maildesk import spool
 from maildesk.config import parse_config
-from maildesk.db import Database, open_database
+from maildesk.db import Database
+from maildesk.models import Outbox
 from tests.conftest import ONLY_POSTGRESQL
 from tests.helpers import Desk, make_mail
 from tests.integration.conftest import TcpProxy, wait_until
@@ -285,6 +288,32 @@ def test_sigterm_answers_421_to_new_sessions_and_finishes_the_message_in_hand(
         client.close()
         assert daemon.process.wait(timeout=30) == 0, daemon.log.read_text()
     assert spool.counts(db).get(spool.QUEUED, 0) + spool.counts(db).get(spool.DONE, 0) == 1
+
+
+def test_a_mail_stuck_on_a_silent_relay_is_handed_back_at_stop(config_data: dict, db: Database, tmp_path: Path) -> None:
+    silent = socket.create_server(("127.0.0.1", 0))  # takes connections, never greets
+    try:
+        relay = {"transport": "smtp", "host": "127.0.0.1", "port": silent.getsockname()[1], "timeout_seconds": 60}
+        data = service_config(config_data, tmp_path, outbound=relay, service={"stop_timeout_seconds": 2})
+        config_file = tmp_path / "maildesk.toml"
+        config_file.write_text(toml(data))
+        with serve(config_file, tmp_path / "serve.log", {}) as daemon:
+            daemon.send("Acknowledge me")
+            attempts = select(Outbox.attempts)
+            wait_until(lambda: _scalar(db, attempts) == 1, what="the sender to claim the acknowledgement")
+            daemon.process.send_signal(signal.SIGTERM)
+            assert daemon.process.wait(timeout=30) == 0, daemon.log.read_text()
+            assert any(e["msg"].startswith("mail being sent handed back") for e in daemon.logged())
+    finally:
+        silent.close()
+    with db.session() as session:
+        [row] = session.scalars(select(Outbox)).all()
+        assert row.status == "queued" and row.next_attempt_at <= datetime.now(UTC)  # due now, not after a lease
+
+
+def _scalar(db: Database, query: Any) -> Any:
+    with db.session() as session:
+        return session.scalar(query)
 
 
 @ONLY_POSTGRESQL
