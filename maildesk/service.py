@@ -198,7 +198,8 @@ class Daemon:
         if not snapshot["database"]["reachable"]:
             raise TemporaryFailure(f"database unavailable: {snapshot['database']['error']}")
         # IMAP pollers block on the network: each runs in its own thread and wakes the processor.
-        self.pollers = ImapPollers(config, self.db, on_spooled=lambda: loop.call_soon_threadsafe(self.processor.wake.set),
+        wake = self.processor.wake
+        self.pollers = ImapPollers(config, self.db, on_spooled=lambda: loop.call_soon_threadsafe(wake.set),
                                    on_batch=self._fetched)
         self.pollers.start()
         write_pid_file(config.service.pid_path())

@@ -8,22 +8,31 @@ import os
 import signal
 import sys
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import click
 
 from maildesk.cli import EX_OK, EX_TEMPFAIL, App, emit_json, fail, temporary_failures_exit
 
+SYSTEMD_PID_FILE = Path("/run/maildesk/maildesk.pid")
+"""Where the daemon writes its pid under the shipped unit (RuntimeDirectory=maildesk)."""
+
 
 @click.command()
 @click.pass_obj
 def reload(app: App) -> None:
     """Make the running daemon read its config and templates again (SIGHUP)."""
-    path = app.config.service.pid_path()
+    service = app.config.service
+    path = service.pid_path()
+    # Under systemd the daemon's pid file is in its RuntimeDirectory, which an admin's shell is not told of.
+    candidates = [path] + ([SYSTEMD_PID_FILE] if service.pid_file is None else [])
+    found = next((candidate for candidate in candidates if candidate.exists()), None)
+    if found is None:
+        fail(f"no pid file at {path}: is `maildesk serve` running (with this config)?", 1)
+    path = found
     try:
         text = path.read_text().strip()
-    except FileNotFoundError:
-        fail(f"no pid file at {path}: is `maildesk serve` running (with this config)?", 1)
     except OSError as exc:
         fail(f"cannot read {path}: {exc.strerror or exc}", 1)
     if not text.isdigit():

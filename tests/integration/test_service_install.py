@@ -63,7 +63,8 @@ def test_the_readme_steps_run_against_a_temporary_root(tmp_path: Path) -> None:
     run("install", "-D", "-m", "644", REPO / "systemd/maildesk.sysusers", root / "usr/lib/sysusers.d/maildesk.conf")
     in_readme("systemd-sysusers maildesk.conf")
     run(sysusers, f"--root={root}", "maildesk.conf")
-    [user] = [line.split(":") for line in (root / "etc/passwd").read_text().splitlines() if line.startswith("maildesk:")]
+    passwd = (root / "etc/passwd").read_text().splitlines()
+    [user] = [line.split(":") for line in passwd if line.startswith("maildesk:")]
     assert user[5] == "/var/lib/maildesk"
     gid = int(user[3])
 
