@@ -21,6 +21,7 @@ from maildesk.models import Inbound, Message, Outbox
 from maildesk.process import Outcome
 
 _DUPLICATE = "duplicate Message-ID"
+_ALREADY_HANDLED = "already handled"
 _NO_TICKET = re.compile(r"^not on any ticket: (\w+) ")
 _NORMAL = "normal"
 _SUPPRESSED = "suppressed"
@@ -40,9 +41,10 @@ def outbox_high_water(db: Database) -> int:
 
 
 def observe(db: Database, outcomes: list[Outcome], metrics: Metrics, seen: Observed) -> None:
-    done = [o for o in outcomes if o.state == spool.DONE]
+    # "already handled": another daemon processed it between our listing and our claim.
+    done = [o for o in outcomes if o.state == spool.DONE and o.detail != _ALREADY_HANDLED]
     metrics.processed.inc(len(done))
-    metrics.failed.inc(sum(o.state == spool.FAILED for o in outcomes))
+    metrics.failed.inc(sum(o.state == spool.FAILED and o.detail != _ALREADY_HANDLED for o in outcomes))
     metrics.deduplicated.inc(sum(o.detail.startswith(_DUPLICATE) for o in done))
     metrics.tickets_created.inc(sum(o.created for o in done))
     for outcome in done:
@@ -51,6 +53,8 @@ def observe(db: Database, outcomes: list[Outcome], metrics: Metrics, seen: Obser
             metrics.automated.labels(**{"class": unticketed.group(1)}).inc()
     filed = [o.inbound_id for o in done if o.ticket_id is not None and not o.detail.startswith(_DUPLICATE)]
     tickets = sorted({o.ticket_id for o in done if o.ticket_id is not None})
+    if not filed and not tickets:
+        return
     with db.reading() as connection:
         if seen.outbox_id is None:
             seen.outbox_id = 0

@@ -16,7 +16,13 @@ from maildesk.errors import ConfigError, TemporaryFailure
 @click.command("check-config")
 @click.pass_obj
 def check_config(app: App) -> None:
-    """Validate the config and print the effective settings (secrets masked)."""
+    """Validate the config and the template overrides; print the effective settings (secrets masked)."""
+    from maildesk import settings
+
+    try:
+        settings.load(app.config_path, config=app.config)
+    except ConfigError as exc:
+        fail(str(exc), EX_USAGE)
     emit_json(masked(app.config))
 
 

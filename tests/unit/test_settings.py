@@ -91,3 +91,16 @@ def test_restart_only_keys_keep_their_running_value_and_are_named(tmp_path: Path
     assert reloaded.needs_restart == ["database (... -> ...)", "smtp.port (2525 -> 2600)"]
     assert (config.smtp.port, config.database.url, config.smtp.max_recipients) == (2525, "sqlite:///a.db", 20)
     assert config.outbound.password is not None and config.outbound.password.get_secret_value() == "s3cret"
+
+
+def test_check_config_checks_the_templates_too(tmp_path: Path, overrides: Path) -> None:
+    from click.testing import CliRunner
+
+    from maildesk.cli import main
+
+    path = write(tmp_path / "maildesk.toml", outbound={"templates": str(overrides)})
+    assert CliRunner().invoke(main, ["-c", str(path), "check-config"]).exit_code == 0
+    (overrides / "ack" / "subject.txt").write_text("{{ ticket.subject }\n")
+    result = CliRunner().invoke(main, ["-c", str(path), "check-config"])
+    assert result.exit_code == 2
+    assert result.stderr.startswith(f"maildesk: outbound.templates: {overrides / 'ack' / 'subject.txt'}, line 1: ")
