@@ -8,6 +8,10 @@ disk full, a bug) is answered ``451 4.3.0`` so the sender keeps it and retries.
 RCPT accepts only the support addresses, their ``+tag`` sub-addresses and the
 note address (``550 5.1.1`` otherwise): maildesk is never a relay. Processing
 happens later, in the processor; this module decides nothing about tickets.
+When the daemon stops, ``Listener.drain()`` answers new sessions ``421`` and
+waits for the messages being received, then ``stop()`` closes the rest
+(``421`` too); a reload hands the listener new recipients and limits
+(``reconfigure()``).
 
 The envelope stored with each message: ``mail_from``, ``rcpt_to`` (list),
 ``client_address``, ``helo``, ``tls`` (bool), ``protocol`` and, with AUTH,
