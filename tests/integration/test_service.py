@@ -40,6 +40,7 @@ from maildesk.models import Outbox
 from tests.conftest import ONLY_POSTGRESQL
 from tests.helpers import Desk, make_mail
 from tests.integration.conftest import TcpProxy, wait_until
+from tests.integration.dovecot import Account
 
 pytestmark = pytest.mark.integration
 
@@ -144,7 +145,8 @@ class Daemon:
 
 
 def _ports(log: Path) -> tuple[int, int] | None:
-    smtp = http = None
+    """The SMTP and HTTP ports (0: not enabled), once the daemon says it is running."""
+    smtp = http = 0
     for line in log.read_text().split("\n")[:-1]:
         if line.startswith("{"):
             entry = json.loads(line)
@@ -152,7 +154,9 @@ def _ports(log: Path) -> tuple[int, int] | None:
                 smtp = int(entry["port"])
             elif entry.get("msg") == "http listening":
                 http = int(entry["port"])
-    return (smtp, http) if smtp and http else None
+            elif entry.get("msg") == "maildesk running":
+                return smtp, http
+    return None
 
 
 @contextmanager
@@ -355,3 +359,32 @@ def test_reload_without_a_running_daemon_is_a_one_line_error(tmp_path: Path) -> 
     assert result.returncode == 1
     assert result.stderr.strip() == f"maildesk: no pid file at {tmp_path / 'nope.pid'}: " \
                                     "is `maildesk serve` running (with this config)?"
+
+
+def test_imap_mail_is_counted_and_its_mailbox_shown(
+    imap_account: Account, config_data: dict, db: Database, tmp_path: Path
+) -> None:
+    data = service_config(config_data, tmp_path, smtp={"enabled": False})
+    data["imap"] = [{"name": "support", "host": imap_account.host, "port": imap_account.port, "tls": "none",
+                     "username": imap_account.username, "password": imap_account.password,
+                     "support_address": "support@example.com"}]
+    config_file = tmp_path / "maildesk.toml"
+    config_file.write_text(toml(data))
+    imap_account.append(make_mail(subject="Through IMAP"))
+    desk = Desk(db, parse_config(config_data))
+    with serve(config_file, tmp_path / "serve.log", {}) as daemon:
+        wait_until(lambda: desk.ticket_count() == 1, what="the IMAP mail's ticket")
+        health = wait_until(lambda: (h := json.loads(daemon.get("/healthz")[1]))["mailboxes"][0]["last_poll_at"] and h,
+                            what="the mailbox's poll to be recorded")
+        assert health["status"] == "ok" and health["listener"] == {"enabled": False, "bound": False, "address": None}
+        [box] = health["mailboxes"]
+        assert box["name"] == "support" and box["last_error"] is None and box["seconds_since_poll"] >= 0
+        values = metric_values(daemon.get("/metrics")[1].decode())
+        assert values[("maildesk_messages_received_total", (("source", "imap:support"),))] == 1
+        assert values[("maildesk_imap_seconds_since_poll", (("mailbox", "support"),))] >= 0
+        daemon.process.send_signal(signal.SIGTERM)
+        assert daemon.process.wait(timeout=30) == 0, daemon.log.read_text()
+    shown = subprocess.run([sys.executable, "-m", "maildesk", "-c", str(config_file), "status"],
+                           capture_output=True, text=True, timeout=30)
+    assert shown.returncode == 0, shown.stderr
+    assert re.search(r"^mailboxes     support: last poll \d+ s ago$", shown.stdout, re.MULTILINE), shown.stdout
