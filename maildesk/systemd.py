@@ -31,6 +31,7 @@ class Notifier:
     def __init__(self, address: str | None) -> None:
         self.address = socket_address(address) if address else None
         self._socket: socket.socket | None = None
+        self._failing = False
 
     @classmethod
     def from_environment(cls, environ: Mapping[str, str] | None = None) -> Notifier:
@@ -41,7 +42,7 @@ class Notifier:
         return self.address is not None
 
     def send(self, *assignments: str) -> bool:
-        """Send ``KEY=VALUE`` lines in one datagram; False (logged once per failure) if it did not go."""
+        """Send ``KEY=VALUE`` lines in one datagram; False if it did not go (logged when it starts failing)."""
         if self.address is None:
             return False
         try:
@@ -49,8 +50,11 @@ class Notifier:
                 self._socket = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
             self._socket.sendto("\n".join(assignments).encode(), self.address)
         except OSError as exc:
-            log.warning("cannot notify systemd", error=str(exc), message=assignments[0] if assignments else "")
+            if not self._failing:
+                log.warning("cannot notify systemd", error=str(exc), message=assignments[0] if assignments else "")
+            self._failing = True
             return False
+        self._failing = False
         return True
 
     def ready(self, status: str | None = None) -> None:
