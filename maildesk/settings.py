@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from maildesk import templating
-from maildesk.config import Config, find_config_file, load_config, parse_config
+from maildesk.config import Config, find_config_file, load_config
 from maildesk.errors import ConfigError
 
 RESTART_ONLY = (
