@@ -282,7 +282,7 @@ class Daemon:
             try:
                 reloaded = await asyncio.to_thread(reload_settings, self.settings)
             except ConfigError as exc:
-                log.error("reload failed, still running on the previous settings", error=str(exc))
+                log.error("reload failed, still running on the previous settings", error=" ".join(str(exc).split()))
             else:
                 self.settings = reloaded.settings
                 self.settings.install()

@@ -15,8 +15,10 @@ reports each one as needing a restart, so nothing is half-applied.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 from maildesk import templating
@@ -38,7 +40,7 @@ RESTART_ONLY = (
 @dataclass(frozen=True)
 class Settings:
     config: Config
-    templates: dict[str, str] | None = field(default=None, compare=False)
+    templates: Mapping[str, str] | None = field(default=None, compare=False)
     """The template overrides as read and checked (relative path -> source), or None without overrides."""
     source: Path | None = None
 
@@ -53,7 +55,7 @@ def load(explicit: str | os.PathLike[str] | None = None, *, config: Config | Non
     config = config if config is not None else load_config(source)
     overrides = config.outbound.templates
     try:
-        templates = templating.read_overrides(overrides) if overrides is not None else None
+        templates = MappingProxyType(templating.read_overrides(overrides)) if overrides is not None else None
     except ValueError as exc:
         raise ConfigError(f"outbound.templates: {exc}") from None
     return Settings(config, templates, source)
