@@ -22,7 +22,7 @@ import urllib.error
 import urllib.request
 import uuid
 from datetime import UTC, datetime
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,6 +54,9 @@ class FakeSystemd:
 
     name: str = field(default_factory=lambda: f"maildesk-test-{uuid.uuid4().hex}")
     messages: list[tuple[float, str]] = field(default_factory=list)
+    on_ready: Callable[[], Any] | None = None
+    """Called in the reading thread the moment the first READY=1 arrives; its result goes to ``at_ready``."""
+    at_ready: Any = None
 
     def __post_init__(self) -> None:
         self.socket = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
@@ -73,6 +76,8 @@ class FakeSystemd:
                 data = self.socket.recv(4096)
             except TimeoutError:
                 continue
+            if self.on_ready is not None and "READY=1" in data.decode().split("\n"):
+                self.at_ready, self.on_ready = self.on_ready(), None
             self.messages.append((time.monotonic(), data.decode()))
 
     def lines(self, since: int = 0) -> list[str]:
@@ -192,13 +197,21 @@ def test_serve_under_systemd_notify_reload_metrics_and_stop(config_data: dict, d
     template.write_text("{{ tag }} Version one: {{ ticket.subject }}\n")
     outbox = Path(data["outbound"]["directory"])
     desk = Desk(db, parse_config(config_data))
-    systemd = FakeSystemd()
+    log = tmp_path / "serve.log"
+
+    def smtp_answers() -> bool:
+        """At the moment READY=1 arrives: the port is known and takes a connection."""
+        ports = _ports(log)
+        if not ports or not ports[0]:
+            return False
+        with socket.create_connection(("127.0.0.1", ports[0]), timeout=5):
+            return True
+
+    systemd = FakeSystemd(on_ready=smtp_answers)
     try:
-        with serve(config_file, tmp_path / "serve.log",
-                   {"NOTIFY_SOCKET": systemd.address, "WATCHDOG_USEC": "1000000"}) as daemon:
+        with serve(config_file, log, {"NOTIFY_SOCKET": systemd.address, "WATCHDOG_USEC": "1000000"}) as daemon:
             ready = systemd.wait_for("READY=1")
-            # READY=1 is sent once the port takes connections: at READY, it does.
-            socket.create_connection(("127.0.0.1", daemon.smtp_port), timeout=5).close()
+            assert systemd.at_ready is True
             assert not any("READY=1" in m for _, m in systemd.messages[: ready - 1])
             assert any(STATUS_LINE.match(line) for line in systemd.lines())
             # WATCHDOG=1 every half second (WATCHDOG_USEC is one second): several come while we wait.
