@@ -63,3 +63,11 @@ def test_a_bad_limit_is_a_one_line_error(db: Database, tmp_path: Path, database_
     config_path.write_text(f"[database]\nurl = {json.dumps(database_url)}\n")
     result = CliRunner().invoke(main, ["-c", str(config_path), "tickets", "list", "--limit", "0"])
     assert result.exit_code == 2 and "--limit" in result.stderr
+
+
+def test_the_table_says_so_too(db: Database, tmp_path: Path, database_url: str) -> None:
+    config_path = stored(db, tmp_path, database_url)
+    result = CliRunner().invoke(main, ["-c", str(config_path), "inbound", "list", "--limit", "3"])
+    assert result.exit_code == 0
+    assert len(result.stdout.strip().splitlines()) == 1 + 3  # header and three rows
+    assert "3 shown, more exist: --before-id" in result.stderr
