@@ -377,8 +377,17 @@ async def serve(settings: Settings, db: Database, notifier: Notifier | None = No
     stopping = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, daemon.stop_requested.set)
+    started = False
+
+    def hangup() -> None:
+        if started:
+            loop.create_task(daemon.reload(), name="reload")
+        else:  # the settings being started with were read just now
+            log.info("SIGHUP while starting: nothing to reload yet")
+
+    loop.add_signal_handler(signal.SIGHUP, hangup)
     await daemon.start()
-    loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(daemon.reload(), name="reload"))
+    started = True
     tasks = [asyncio.create_task(daemon.sender.run(stopping), name="sender")]
     if daemon.config.processor.enabled:
         tasks.append(asyncio.create_task(daemon.processor.run(stopping), name="processor"))
