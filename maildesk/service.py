@@ -306,11 +306,12 @@ class Daemon:
         self.notifier.stopping()
         log.info("stopping", timeout=self.config.service.stop_timeout_seconds)
         if self.listener is not None:
-            await self.listener.drain(max(0.0, deadline - loop.time()))
+            # A client slow to finish its DATA gets half the time: the processor needs the rest.
+            await self.listener.drain(max(0.0, deadline - loop.time()) / 2)
         stopping.set()
         clean = True
-        pollers = asyncio.create_task(asyncio.to_thread(self.pollers.stop, max(0.1, deadline - loop.time()))) \
-            if self.pollers is not None else None
+        pollers = asyncio.create_task(asyncio.to_thread(self.pollers.stop, max(0.1, deadline - loop.time())),
+                                      name="imap pollers") if self.pollers is not None else None
         waiting = [*tasks, *([pollers] if pollers else [])]
         if waiting:
             _done, pending = await asyncio.wait(waiting, timeout=max(0.0, deadline - loop.time()))
@@ -326,7 +327,6 @@ class Daemon:
         remove_pid_file(self.config.service.pid_path())
         self._health.shutdown(wait=False, cancel_futures=True)
         return clean
-
 
     async def _hand_back(self) -> None:
         """The sender is stuck on a mail (a relay that does not answer): make it due again at once."""
