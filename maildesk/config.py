@@ -289,6 +289,8 @@ class Config(Section):
     limits: LimitsConfig = LimitsConfig()
     logging: LoggingConfig = LoggingConfig()
     imap: list[ImapConfig] = Field(default_factory=list)
+    http: HttpConfig = Field(default_factory=lambda: HttpConfig())
+    service: ServiceConfig = Field(default_factory=lambda: ServiceConfig())
     queues: list[QueueConfig] = Field(default_factory=list)
     """With none, each queue named by [[addresses]] exists at level 1."""
     agents: list[AgentConfig] = Field(default_factory=list)
@@ -450,3 +452,34 @@ def _mask_url_password(url: str) -> str:
         return url
     user = userinfo.split(":", 1)[0]
     return f"{scheme}://{user}:********@{host}"
+
+
+# -- running as a service: [http] and [service] ---------------------------------------
+
+
+class HttpConfig(Section):
+    """The observability endpoint: ``/healthz`` and ``/metrics`` (off unless enabled)."""
+
+    enabled: bool = False
+    host: str = "127.0.0.1"
+    port: int = Field(default=8025, ge=0, le=65535)
+    """0 lets the system pick a free port (tests)."""
+
+
+class ServiceConfig(Section):
+    """How ``maildesk serve`` runs as a service: its pid file and how long it may take to stop."""
+
+    pid_file: Path | None = None
+    """Where ``serve`` writes its pid for ``maildesk reload``; default ``$RUNTIME_DIRECTORY/maildesk.pid``
+    when systemd sets RUNTIME_DIRECTORY, else ``var/maildesk.pid``."""
+    stop_timeout_seconds: float = Field(default=20.0, gt=0)
+    """On SIGTERM, the time allowed to finish the work in hand before exiting anyway."""
+
+    def pid_path(self) -> Path:
+        if self.pid_file is not None:
+            return self.pid_file
+        runtime = os.environ.get("RUNTIME_DIRECTORY", "").split(":")[0]
+        return Path(runtime) / "maildesk.pid" if runtime else Path("var/maildesk.pid")
+
+
+Config.model_rebuild()  # Config names HttpConfig and ServiceConfig, defined after it

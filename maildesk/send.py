@@ -190,6 +190,7 @@ class Claimed:
     raw: bytes
     attempts: int
     created_at: datetime
+    kind: str = ""
 
 
 @dataclass(frozen=True)
@@ -197,6 +198,7 @@ class SendResult:
     outbox_id: int
     status: str
     error: str = ""
+    kind: str = ""
 
 
 def utc_now() -> datetime:
@@ -211,21 +213,41 @@ def flush(
     transport: Transport | None = None,
     limit: int | None = None,
     only: int | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    in_hand: Callable[[int | None], None] | None = None,
 ) -> list[SendResult]:
-    """Send every due queued mail once (or ``only`` that one); return what happened to each."""
+    """Send every due queued mail once (or ``only`` that one); return what happened to each.
+
+    ``should_stop``: asked before each mail is claimed; True ends the flush (the daemon is stopping).
+    ``in_hand``: told the id of each mail claimed, and None once its outcome is recorded.
+    """
     transport = transport or make_transport(config)
+    told = in_hand or (lambda _outbox_id: None)
     results: list[SendResult] = []
     try:
-        while limit is None or len(results) < limit:
+        while (limit is None or len(results) < limit) and not (should_stop and should_stop()):
             claimed = _claim(db, config, clock(), only)
             if claimed is None:
                 break
+            told(claimed.id)
             results.append(_deliver(db, config, transport, claimed, clock))
+            told(None)
             if only is not None:
                 break
     finally:
         transport.close()
     return results
+
+
+def release(db: Database, outbox_id: int, *, clock: Clock = utc_now) -> bool:
+    """Hand back a claimed mail whose sending was abandoned (the daemon stopping): due again now,
+    instead of when its lease runs out. It may have reached the relay: sending stays at least once."""
+    with db.session() as session:
+        row = session.get(Outbox, outbox_id, with_for_update=True)
+        if row is None or row.status != outbound.QUEUED:
+            return False
+        row.next_attempt_at = clock()
+        return True
 
 
 def _lease(config: OutboundConfig) -> timedelta:
@@ -250,7 +272,7 @@ def _claim(db: Database, config: Config, now: datetime, only: int | None) -> Cla
         row.next_attempt_at = now + _lease(config.outbound)
         headers = BytesHeaderParser().parsebytes(row.raw)
         sender = next((addr for _, addr in getaddresses(headers.get_all("From", []))), "")
-        return Claimed(row.id, sender, list(row.to), row.raw, row.attempts, row.created_at)
+        return Claimed(row.id, sender, list(row.to), row.raw, row.attempts, row.created_at, row.kind)
 
 
 def _deliver(db: Database, config: Config, transport: Transport, claimed: Claimed, clock: Clock) -> SendResult:
@@ -268,7 +290,7 @@ def _deliver(db: Database, config: Config, transport: Transport, claimed: Claime
             row.status, row.sent_at, row.last_error = outbound.SENT, now, None
             outbound.delivered(session, row, now=now)
             bound.info("mail sent")
-            return SendResult(row.id, row.status)
+            return SendResult(row.id, row.status, kind=claimed.kind)
         row.last_error = str(error)
         limits = config.outbound
         too_old = now - claimed.created_at >= timedelta(hours=limits.max_age_hours)
@@ -282,4 +304,4 @@ def _deliver(db: Database, config: Config, transport: Transport, claimed: Claime
         else:
             row.next_attempt_at = now + backoff(claimed.attempts, limits)
             bound.info("mail deferred", error=str(error), next_attempt_at=row.next_attempt_at.isoformat())
-        return SendResult(row.id, row.status, row.last_error or "")
+        return SendResult(row.id, row.status, row.last_error or "", claimed.kind)

@@ -17,13 +17,23 @@ not a customer's mail) and only the HTML part is autoescaped.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 import structlog
-from jinja2 import FileSystemLoader, PrefixLoader, StrictUndefined, TemplateError, TemplateNotFound
+from jinja2 import (
+    BaseLoader,
+    DictLoader,
+    FileSystemLoader,
+    PrefixLoader,
+    StrictUndefined,
+    TemplateError,
+    TemplateNotFound,
+    TemplateSyntaxError,
+)
 from jinja2.sandbox import SandboxedEnvironment
 
 log = structlog.get_logger(__name__)
@@ -60,13 +70,15 @@ def template_names(overrides: Path | None = None) -> frozenset[str]:
 class Renderer:
     """Finds and renders templates; one per override directory (see ``renderer``)."""
 
-    def __init__(self, overrides: Path | None = None) -> None:
+    def __init__(self, overrides: Path | None = None, sources: Mapping[str, str] | None = None) -> None:
+        """``sources``: the overrides as read by ``read_overrides`` (a snapshot: later edits on
+        disk are not seen); without it the directory is read, and re-read when a file changes."""
         self.overrides = overrides
+        custom: dict[str, BaseLoader] = {}
+        if overrides is not None:
+            custom["custom"] = DictLoader(dict(sources)) if sources is not None else FileSystemLoader(str(overrides))
         self.env = SandboxedEnvironment(
-            loader=PrefixLoader({
-                "builtin": FileSystemLoader(str(BUILTIN)),
-                **({"custom": FileSystemLoader(str(overrides))} if overrides is not None else {}),
-            }),
+            loader=PrefixLoader({"builtin": FileSystemLoader(str(BUILTIN)), **custom}),
             undefined=StrictUndefined,
             autoescape=lambda name: bool(name and name.endswith(".html")),
             keep_trailing_newline=True,
@@ -74,7 +86,7 @@ class Renderer:
             lstrip_blocks=True,
             # Built-in templates ship with the package and never change while it runs;
             # an admin's overrides are checked for edits at each use.
-            auto_reload=overrides is not None,
+            auto_reload=overrides is not None and sources is None,
         )
 
     def candidates(self, kind: str, part: str, *, queue: str, language: str) -> list[str]:
@@ -119,10 +131,53 @@ class Renderer:
         return template.filename or template.name or ""
 
 
-@lru_cache(maxsize=8)
+_installed: dict[Path | None, Renderer] = {}
+
+
 def renderer(overrides: Path | None = None) -> Renderer:
-    """A shared renderer per override directory (Jinja2 caches compiled templates in it)."""
+    """The renderer for an override directory: the one ``install``ed for it (the daemon's
+    snapshot), else a shared one per directory (Jinja2 caches compiled templates in it)."""
+    installed = _installed.get(overrides)
+    return installed if installed is not None else _shared(overrides)
+
+
+@lru_cache(maxsize=8)
+def _shared(overrides: Path | None) -> Renderer:
     return Renderer(overrides)
 
 
-__all__ = ["KINDS", "Rendered", "Renderer", "TemplateNotFound", "languages", "renderer", "template_names"]
+def install(overrides: Path | None, sources: Mapping[str, str] | None) -> None:
+    """From now on ``renderer(overrides)`` renders from this snapshot of the overrides
+    (``maildesk serve`` installs the set it validated, at start and on reload);
+    ``sources`` None goes back to reading the directory."""
+    if overrides is None or sources is None:
+        _installed.pop(overrides, None)
+        return
+    _installed[overrides] = Renderer(overrides, sources)
+
+
+def read_overrides(directory: Path) -> dict[str, str]:
+    """Every override template under ``directory``, read now and checked for syntax errors.
+
+    Raises ValueError naming the file and line of the first broken template.
+    """
+    if not directory.is_dir():
+        raise ValueError(f"{directory} is not a directory")
+    sources: dict[str, str] = {}
+    checker = SandboxedEnvironment(undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+    for path in sorted(directory.rglob("*")):
+        if path.name not in PARTS or not path.is_file():
+            continue
+        try:
+            text = path.read_text(encoding="utf-8")
+            checker.parse(text)
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ValueError(f"cannot read {path}: {exc}") from None
+        except TemplateSyntaxError as exc:
+            raise ValueError(f"{path}, line {exc.lineno}: {exc.message}") from None
+        sources[path.relative_to(directory).as_posix()] = text
+    return sources
+
+
+__all__ = ["KINDS", "Rendered", "Renderer", "TemplateNotFound", "install", "languages", "read_overrides",
+           "renderer", "template_names"]

@@ -5,8 +5,8 @@ config, 65 unusable input (EX_DATAERR), 75 temporary failure (EX_TEMPFAIL).
 
 This module holds the ``main`` group and what every command shares; the
 commands themselves live in one module per group: ``mail_in`` (ingest,
-inspect), ``tickets``, ``queues`` (inbound, outbox) and ``admin``
-(check-config, serve, db, imap).
+inspect), ``tickets``, ``queues`` (inbound, outbox), ``admin``
+(check-config, serve, db, imap) and ``service`` (reload, status).
 """
 
 from __future__ import annotations
@@ -33,8 +33,9 @@ ROW_ID = click.IntRange(1, MAX_ID)
 class App:
     """What every command needs: the config, and the database opened on demand."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, config_path: str | None = None) -> None:
         self.config = config
+        self.config_path = config_path
         self._db: Database | None = None
         self._migrated = False
 
@@ -105,15 +106,15 @@ def main(ctx: click.Context, config_path: str | None) -> None:
     except ConfigError as exc:
         fail(str(exc), EX_USAGE)
     setup_logging(config.logging.level, config.logging.format)
-    ctx.obj = App(config)
+    ctx.obj = App(config, config_path)
     ctx.call_on_close(ctx.obj.close)
 
 
 # The commands import the helpers above, so they are registered last.
-from maildesk.cli import admin, mail_in, queues, tickets  # noqa: E402
+from maildesk.cli import admin, mail_in, queues, service, tickets  # noqa: E402
 
 for _command in (
-    admin.check_config, admin.serve, admin.db, admin.imap,
+    admin.check_config, admin.serve, admin.db, admin.imap, service.reload, service.status,
     mail_in.ingest, mail_in.inspect,
     tickets.tickets,
     queues.inbound, queues.outbox,

@@ -16,7 +16,13 @@ from maildesk.errors import ConfigError, TemporaryFailure
 @click.command("check-config")
 @click.pass_obj
 def check_config(app: App) -> None:
-    """Validate the config and print the effective settings (secrets masked)."""
+    """Validate the config and the template overrides; print the effective settings (secrets masked)."""
+    from maildesk import settings
+
+    try:
+        settings.load(app.config_path, config=app.config)
+    except ConfigError as exc:
+        fail(str(exc), EX_USAGE)
     emit_json(masked(app.config))
 
 
@@ -24,12 +30,13 @@ def check_config(app: App) -> None:
 @click.pass_obj
 def serve(app: App) -> None:
     """Run the daemon: listeners, pollers and the processor, until SIGTERM."""
+    from maildesk import settings
     from maildesk.service import run_service
 
     with temporary_failures_exit():
         try:
-            run_service(app.config, app.db)
-        except ConfigError as exc:  # a listener that cannot start: bad cert, port taken
+            run_service(settings.load(app.config_path, config=app.config), app.db)
+        except ConfigError as exc:  # a broken template, a listener that cannot start: bad cert, port taken
             fail(str(exc), EX_USAGE)
 
 
@@ -83,16 +90,20 @@ def imap() -> None:
 
 
 @imap.command("status")
-@click.option("--json", "as_json", is_flag=True, help="Print the documented JSON array.")
+@click.option("--json", "as_json", is_flag=True, help="Print the documented JSON object.")
 @click.pass_obj
 def imap_status(app: App, as_json: bool) -> None:
-    """Per mailbox: position (UIDVALIDITY, last UID), counters, last poll and error."""
+    """Per mailbox: position (UIDVALIDITY, last UID), counters, last poll and error.
+
+    Every configured mailbox is listed, so the list is never cut (``next`` is always null).
+    """
+    from maildesk.cli.paging import envelope
     from maildesk.receive import imap_state
 
     with temporary_failures_exit():
         rows = imap_state.status(app.db, [box.name for box in app.config.imap])
     if as_json:
-        emit_json(rows)
+        emit_json(envelope(rows, None))
         return
     table(rows, [("name", 16), ("last_uid", 8), ("fetched", 8), ("deduplicated", 12), ("failed", 6),
                  ("last_poll_at", 25), ("last_error", 50)])

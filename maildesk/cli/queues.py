@@ -11,6 +11,7 @@ from sqlalchemy import select
 
 from maildesk import present, spool
 from maildesk.cli import EX_OK, ROW_ID, App, emit_json, table, temporary_failures_exit
+from maildesk.cli.paging import PageRequest, envelope, fetch, paged, say_if_cut
 
 # -- inbound spool ------------------------------------------------------------
 
@@ -23,14 +24,21 @@ def inbound() -> None:
 @inbound.command("list")
 @click.option("--failed", is_flag=True, help="Only messages whose processing failed.")
 @click.option("--state", type=click.Choice([spool.QUEUED, spool.DONE, spool.FAILED]))
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the documented JSON object.")
+@paged
 @click.pass_obj
-def inbound_list(app: App, failed: bool, state: str | None, as_json: bool) -> None:
+def inbound_list(app: App, failed: bool, state: str | None, as_json: bool, page: PageRequest) -> None:
     """List spooled messages, newest first."""
-    with temporary_failures_exit():
-        rows = [present.inbound(r) for r in spool.list_inbound(app.db, state=spool.FAILED if failed else state)]
+    from maildesk.models import Inbound
+
+    state = spool.FAILED if failed else state
+    with temporary_failures_exit(), app.db.session() as session:
+        query = select(Inbound) if state is None else select(Inbound).where(Inbound.state == state)
+        found = fetch(session, query, Inbound.id, page)
+        rows = [present.inbound(r) for r in found.items]
+    say_if_cut(len(rows), found.next)
     if as_json:
-        emit_json(rows)
+        emit_json(envelope(rows, found.next))
         return
     shown = [{**row, "outcome": row["error"] or row["disposition"]} for row in rows]
     table(shown, [("id", 6), ("state", 7), ("source", 8), ("ticket_id", 9), ("message_id", 40), ("outcome", 50)])
@@ -69,19 +77,20 @@ def outbox() -> None:
 
 @outbox.command("list")
 @click.option("--status", type=click.Choice(["queued", "sent", "failed", "suppressed"]))
-@click.option("--json", "as_json", is_flag=True, help="Print the documented JSON array.")
+@click.option("--json", "as_json", is_flag=True, help="Print the documented JSON object.")
+@paged
 @click.pass_obj
-def outbox_list(app: App, status: str | None, as_json: bool) -> None:
+def outbox_list(app: App, status: str | None, as_json: bool, page: PageRequest) -> None:
     """List outgoing mail, newest first."""
     from maildesk.models import Outbox
 
     with temporary_failures_exit(), app.db.session() as session:
-        query = select(Outbox).order_by(Outbox.id.desc())
-        if status:
-            query = query.where(Outbox.status == status)
-        rows = [present.outbox_item(r) for r in session.scalars(query)]
+        query = select(Outbox) if not status else select(Outbox).where(Outbox.status == status)
+        found = fetch(session, query, Outbox.id, page)
+        rows = [present.outbox_item(r) for r in found.items]
+    say_if_cut(len(rows), found.next)
     if as_json:
-        emit_json(rows)
+        emit_json(envelope(rows, found.next))
         return
     for row in rows:
         row["to"] = ", ".join(row["to"])

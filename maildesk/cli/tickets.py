@@ -13,6 +13,7 @@ from sqlalchemy.orm import selectinload
 
 from maildesk import present
 from maildesk.cli import ROW_ID, App, emit_json, fail, table, temporary_failures_exit, who
+from maildesk.cli.paging import PageRequest, envelope, fetch, paged, say_if_cut
 from maildesk.desk.tickets import MERGED, STATUSES, set_status
 from maildesk.models import Message, Ticket
 
@@ -25,21 +26,24 @@ def tickets() -> None:
 @tickets.command("list")
 @click.option("--status", help="Only tickets with this status (merged tickets show only when asked for).")
 @click.option("--queue", help="Only tickets in this queue.")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the documented JSON object.")
+@paged
 @click.pass_obj
-def tickets_list(app: App, status: str | None, queue: str | None, as_json: bool) -> None:
+def tickets_list(app: App, status: str | None, queue: str | None, as_json: bool, page: PageRequest) -> None:
     """List tickets, newest first."""
     with temporary_failures_exit(), app.db.session() as session:
-        query = select(Ticket).order_by(Ticket.id.desc())
+        query = select(Ticket)
         if status:
             query = query.where(Ticket.status == status)
         else:
             query = query.where(Ticket.status != MERGED)
         if queue:
             query = query.where(Ticket.queue == queue)
-        rows = [present.ticket_summary(t) for t in session.scalars(query)]
+        found = fetch(session, query, Ticket.id, page)
+        rows = [present.ticket_summary(t) for t in found.items]
+    say_if_cut(len(rows), found.next)
     if as_json:
-        emit_json(rows)
+        emit_json(envelope(rows, found.next))
         return
     table(rows, [("id", 6), ("status", 8), ("queue", 10), ("priority", 8), ("requester", 28), ("subject", 40)])
 

@@ -97,10 +97,13 @@ class MailboxPoller:
     use_move = True
     """Use the MOVE command when the server offers it (else COPY + \\Deleted + UID EXPUNGE)."""
 
-    def __init__(self, box: ImapConfig, db: Database, *, on_spooled: Callable[[], None] | None = None) -> None:
+    def __init__(self, box: ImapConfig, db: Database, *, on_spooled: Callable[[], None] | None = None,
+                 on_batch: Callable[[int, int], None] | None = None) -> None:
+        """``on_spooled``: new mail is in the spool; ``on_batch(new, duplicates)``: a batch was stored."""
         self.box = box
         self.db = db
         self.on_spooled = on_spooled or (lambda: None)
+        self.on_batch = on_batch or (lambda _new, _duplicates: None)
         self.log = log.bind(mailbox=box.name)
         self.failures = 0
         self._fetch_failures: dict[int, int] = {}
@@ -233,6 +236,7 @@ class MailboxPoller:
                                     envelope=self._envelope(message), notify=self._notify(message, now))
                 duplicates += spooled.duplicate
                 new += not spooled.duplicate
+            self.on_batch(new, duplicates)
             if new:
                 self.on_spooled()
             self.apply_after(client, [m.uid for m in messages])
@@ -338,8 +342,14 @@ class MailboxPoller:
 class ImapPollers:
     """One thread per configured mailbox; ``start()`` and ``stop()`` them together."""
 
-    def __init__(self, config: Config, db: Database, *, on_spooled: Callable[[], None] | None = None) -> None:
-        self.pollers = [MailboxPoller(box, db, on_spooled=on_spooled) for box in config.imap]
+    def __init__(self, config: Config, db: Database, *, on_spooled: Callable[[], None] | None = None,
+                 on_batch: Callable[[str, int, int], None] | None = None) -> None:
+        """``on_batch(mailbox, new, duplicates)``: called from the poller's thread after each stored batch."""
+        self.pollers = [
+            MailboxPoller(box, db, on_spooled=on_spooled,
+                          on_batch=(lambda new, dup, name=box.name: on_batch(name, new, dup)) if on_batch else None)
+            for box in config.imap
+        ]
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
 

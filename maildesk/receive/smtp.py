@@ -9,6 +9,10 @@ RCPT accepts only the support addresses, their ``+tag`` sub-addresses and the
 note address (``550 5.1.1`` otherwise): maildesk is never a relay. A mail
 that has passed more than 100 relays is refused ``554 5.4.0`` (a loop). Processing
 happens later, in the processor; this module decides nothing about tickets.
+When the daemon stops, ``Listener.drain()`` answers new sessions ``421`` and
+waits for the messages being received, then ``stop()`` closes the rest
+(``421`` too); a reload hands the listener new recipients and limits
+(``reconfigure()``).
 
 The envelope stored with each message: ``mail_from``, ``rcpt_to`` (list),
 ``client_address``, ``helo``, ``tls`` (bool), ``protocol`` and, with AUTH,
@@ -19,11 +23,12 @@ message is still one spool row that lists every recipient.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 from aiosmtpd.lmtp import LMTP
@@ -44,16 +49,39 @@ TRY_LATER = "451 4.3.0 Temporary failure, please try again later"
 TOO_BIG = "552 5.3.4 Message too big for system"
 CLOSING = "421 4.3.0 Temporary failure, closing connection; please try again later"
 BUSY = b"421 4.3.2 Too many connections, try again later\r\n"
+SHUTTING_DOWN = b"421 4.3.2 Service shutting down, try again later\r\n"
 
 Accepted = Callable[[int], None]
+
+
+class Counters(Protocol):
+    """Where the listener counts its sessions, replies and messages (the daemon's metrics)."""
+
+    def smtp_session(self) -> None: ...
+
+    def smtp_reply(self, code: str) -> None: ...
+
+    def message_received(self, source: str, *, duplicate: bool) -> None: ...
+
+
+class _NoCounters:
+    def smtp_session(self) -> None:
+        pass
+
+    def smtp_reply(self, code: str) -> None:
+        pass
+
+    def message_received(self, source: str, *, duplicate: bool) -> None:
+        pass
 
 
 class Handler:
     """aiosmtpd hooks: recipient policy, size limit, and the durable commit."""
 
     def __init__(self, config: Config, db: Database, on_accepted: Accepted | None = None,
-                 turns: Turns | None = None) -> None:
+                 turns: Turns | None = None, counters: Counters | None = None) -> None:
         self.config = config
+        self.counters = counters or _NoCounters()
         self.smtp = config.smtp
         self.db = db
         turns = turns or Turns(serialize=db.is_sqlite)
@@ -126,6 +154,7 @@ class Handler:
             return _each(TRY_LATER, replies)
         bound.info("message accepted", inbound_id=spooled.id, duplicate=spooled.duplicate,
                    rcpt_to=details["rcpt_to"])
+        self.counters.message_received(self.smtp.protocol, duplicate=spooled.duplicate)
         self.on_accepted(spooled.id)
         return _each(f"250 2.0.0 OK queued as {spooled.id}", replies)
 
@@ -149,6 +178,15 @@ class _Dialogue:
 
     sessions: set[Any]
     data_limit: int
+    counters: Counters
+    in_hand: bool = False
+    """Between DATA's 354 and its reply: a message the listener must finish before it stops."""
+
+    async def push(self: Any, status: str | bytes) -> None:
+        text = status.decode("ascii", "replace") if isinstance(status, bytes) else status
+        for line in text.split("\r\n"):
+            self.counters.smtp_reply(line[:3])
+        await super().push(status)  # type: ignore[misc]
 
     @syntax("DATA")
     async def smtp_DATA(self: Any, arg: str | None) -> None:
@@ -161,17 +199,21 @@ class _Dialogue:
             await self.push("501 5.5.4 Syntax: DATA")
             return
         await self.push("354 End data with <CR><LF>.<CR><LF>")
-        data = await read_data(self._reader, self.data_limit, progress=self._reset_timeout)
-        if data is None:
-            return
-        replies = len(self.envelope.rcpt_tos) if isinstance(self, LMTP) else 1
-        if data.too_big:
-            status = _each(TOO_BIG, replies)
-        else:
-            self.envelope.content = self.envelope.original_content = data.content
-            status = await self._call_handler_hook("DATA")
-        self._set_post_data_state()
-        await self.push(status)
+        self.in_hand = True
+        try:
+            data = await read_data(self._reader, self.data_limit, progress=self._reset_timeout)
+            if data is None:
+                return
+            replies = len(self.envelope.rcpt_tos) if isinstance(self, LMTP) else 1
+            if data.too_big:
+                status = _each(TOO_BIG, replies)
+            else:
+                self.envelope.content = self.envelope.original_content = data.content
+                status = await self._call_handler_hook("DATA")
+            self._set_post_data_state()
+            await self.push(status)
+        finally:
+            self.in_hand = False
 
     async def handle_exception(self: Any, error: Exception) -> str:
         """A bug in the session itself (the spool write answers 451 on its own): a temporary failure.
@@ -199,12 +241,16 @@ class LmtpDialogue(_Dialogue, LMTP):
     pass
 
 
-class _Busy(asyncio.Protocol):
-    """Greets a connection over the limit with 421 and closes it."""
+class _Refused(asyncio.Protocol):
+    """Greets a connection with a 421 (too many sessions, or shutting down) and closes it."""
+
+    def __init__(self, reply: bytes, counters: Counters) -> None:
+        self.reply = reply
+        counters.smtp_reply(reply[:3].decode())
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.WriteTransport)
-        transport.write(BUSY)
+        transport.write(self.reply)
         transport.close()
 
 
@@ -249,37 +295,71 @@ class Listener:
 
     server: asyncio.Server
     sessions: set[Any] = field(default_factory=set)
+    handler: Handler | None = None
+    draining: bool = False
 
     @property
     def port(self) -> int:
         return int(self.server.sockets[0].getsockname()[1])
 
+    @property
+    def bound(self) -> bool:
+        return self.server.is_serving() and not self.draining
+
+    def reconfigure(self, config: Config) -> None:
+        """Apply a reloaded config: recipients and limits (the address needs a restart)."""
+        if self.handler is not None:
+            self.handler.config, self.handler.smtp = config, config.smtp
+
+    async def drain(self, timeout: float) -> None:
+        """Stop taking mail: new sessions get 421; wait (up to ``timeout``) for messages in hand."""
+        self.draining = True
+        deadline = asyncio.get_running_loop().time() + timeout
+        while any(session.in_hand for session in self.sessions):
+            if asyncio.get_running_loop().time() >= deadline:
+                log.warning("stopping with messages still being received; their senders will retry",
+                            count=sum(session.in_hand for session in self.sessions))
+                break
+            await asyncio.sleep(0.02)
+
     async def stop(self) -> None:
-        """Stop listening and close every open session (their senders will retry)."""
+        """Stop listening and close every open session with 421 (their senders will retry)."""
         self.server.close()
         for session in list(self.sessions):
-            if session.transport is not None:
-                session.transport.close()
+            transport = session.transport
+            if transport is not None:
+                if not session.in_hand and not transport.is_closing():
+                    # Best effort: a TLS session may be half torn down already.
+                    with contextlib.suppress(Exception):
+                        transport.write(SHUTTING_DOWN)
+                transport.close()
         await self.server.wait_closed()
 
 
 async def start_server(config: Config, db: Database, on_accepted: Accepted | None = None,
-                       turns: Turns | None = None) -> Listener:
+                       turns: Turns | None = None, counters: Counters | None = None) -> Listener:
     """Listen on ``[smtp] host:port`` (port 0: any free port) until ``Listener.stop()``.
 
-    ``turns`` is shared with the processor of the same daemon (see maildesk.turns).
+    ``turns`` is shared with the processor of the same daemon (see maildesk.turns);
+    ``counters`` hears of every session and reply.
     """
     smtp = config.smtp
-    handler = Handler(config, db, on_accepted, turns)
+    count = counters or _NoCounters()
+    handler = Handler(config, db, on_accepted, turns, count)
     dialogue = LmtpDialogue if smtp.protocol == "lmtp" else SmtpDialogue
     context = tls_context(smtp)
     check = authenticator(smtp)
     sessions: set[Any] = set()
+    listener: Listener | None = None
 
     def factory() -> asyncio.Protocol:
+        smtp = handler.smtp  # limits as last reloaded
+        count.smtp_session()
+        if listener is not None and listener.draining:
+            return _Refused(SHUTTING_DOWN, count)
         if len(sessions) >= smtp.max_connections:
             log.warning("connection refused: too many sessions", limit=smtp.max_connections)
-            return _Busy()
+            return _Refused(BUSY, count)
         session = dialogue(
             handler,
             data_size_limit=None,
@@ -294,6 +374,7 @@ async def start_server(config: Config, db: Database, on_accepted: Accepted | Non
         )
         session.data_limit = smtp.max_message_size
         session.sessions = sessions
+        session.counters = count
         sessions.add(session)
         return session
 
@@ -301,7 +382,7 @@ async def start_server(config: Config, db: Database, on_accepted: Accepted | Non
         server = await asyncio.get_running_loop().create_server(factory, smtp.host, smtp.port)
     except OSError as exc:
         raise ConfigError(f"smtp.host/smtp.port: cannot listen on {smtp.host}:{smtp.port}: {exc.strerror or exc}") from None
-    listener = Listener(server, sessions)
+    listener = Listener(server, sessions, handler)
     log.info("listening", protocol=smtp.protocol, host=smtp.host, port=listener.port,
              tls=context is not None, auth=check is not None)
     return listener

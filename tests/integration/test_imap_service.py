@@ -82,7 +82,7 @@ def test_serve_turns_imap_mail_into_tickets(imap_account: Account, tmp_path: Pat
 
     status = maildesk(config_path, "imap", "status", "--json")
     assert status.returncode == 0, status.stderr
-    (row,) = json.loads(status.stdout)
+    (row,) = json.loads(status.stdout)["items"]
     assert {k: row[k] for k in ("name", "last_uid", "fetched", "deduplicated", "failed", "skipped_uids")} == {
         "name": "support", "last_uid": 1, "fetched": 1, "deduplicated": 0, "failed": 0, "skipped_uids": [],
     }

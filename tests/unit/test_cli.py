@@ -55,7 +55,7 @@ def test_ingest_from_stdin_exits_0_and_opens_a_ticket(config_file: Path) -> None
     result = run(config_file, "ingest", stdin=make_mail(subject="From stdin"))
     assert result.returncode == 0, result.stderr
     code, out = cli(config_file, "tickets", "list", "--json")
-    tickets = json.loads(out)
+    tickets = json.loads(out)["items"]
     assert [t["subject"] for t in tickets] == ["From stdin"]
 
 
@@ -69,7 +69,7 @@ def test_ingest_of_unusable_input_exits_65_and_stores_nothing(config_file: Path,
     assert result.returncode == 65
     assert b"not accepted" in result.stderr and b"Traceback" not in result.stderr
     code, out = cli(config_file, "inbound", "list", "--json")
-    assert json.loads(out) == []
+    assert json.loads(out)["items"] == []
 
 
 def test_ingest_exits_75_when_the_database_is_locked(tmp_path: Path) -> None:
@@ -125,7 +125,7 @@ def test_ingest_files_and_a_maildir(config_file: Path, tmp_path: Path) -> None:
     assert run(config_file, "ingest", str(loose)).returncode == 0
     assert run(config_file, "ingest", "--maildir", str(maildir)).returncode == 0  # again: nothing new
     _, out = cli(config_file, "tickets", "list", "--json")
-    assert sorted(t["subject"] for t in json.loads(out)) == ["one", "three", "two"]
+    assert sorted(t["subject"] for t in json.loads(out)["items"]) == ["one", "three", "two"]
 
 
 def test_a_merged_ticket_is_listed_only_when_asked_for(config_file: Path) -> None:
@@ -135,9 +135,9 @@ def test_a_merged_ticket_is_listed_only_when_asked_for(config_file: Path) -> Non
                  make_mail(message_id="<r2@x.example>", in_reply_to="<r1@x.example>", subject="Re: Q")):
         assert run(config_file, "ingest", stdin=mail).returncode == 0
     _, out = cli(config_file, "tickets", "list", "--json")
-    [live] = json.loads(out)
+    [live] = json.loads(out)["items"]
     _, out = cli(config_file, "tickets", "list", "--status", "merged", "--json")
-    [merged] = json.loads(out)
+    [merged] = json.loads(out)["items"]
     assert merged["linked_ticket_id"] == live["id"] and merged["status"] == "merged"
 
 
@@ -152,7 +152,7 @@ def test_tickets_json_contract(config_file: Path, tmp_path: Path) -> None:
     run(config_file, "ingest", stdin=make_mail(subject="Re: Invoice wrong", in_reply_to="<inv@x.example>",
                                                 body="Any news?\n\nOn Mon, Alice wrote:\n> Invoice wrong\n"))
     _, out = cli(config_file, "tickets", "list", "--json")
-    [summary] = json.loads(out)
+    [summary] = json.loads(out)["items"]
     assert set(summary) >= {"id", "subject", "status", "queue", "priority", "requester", "assignee", "tags",
                             "created_at", "updated_at"}
     assert summary["created_at"].endswith("+00:00")
@@ -197,7 +197,7 @@ def test_inspect_json_contract_stores_nothing(config_file: Path) -> None:
     assert attachment["filename"] == "Übersicht März.pdf"
     assert attachment["size"] == 13 and len(attachment["sha256"]) == 64
     code, out = cli(config_file, "inbound", "list", "--json")
-    assert json.loads(out) == []
+    assert json.loads(out)["items"] == []
 
 
 def test_inspect_human_output(config_file: Path) -> None:
@@ -210,10 +210,10 @@ def test_inspect_human_output(config_file: Path) -> None:
 def test_inbound_list_and_retry(config_file: Path) -> None:
     run(config_file, "ingest", stdin=make_mail())
     code, out = cli(config_file, "inbound", "list", "--json")
-    [row] = json.loads(out)
+    [row] = json.loads(out)["items"]
     assert row["state"] == "done" and row["ticket_id"] == 1 and row["source"] == "cli"
     code, out = cli(config_file, "inbound", "list", "--failed", "--json")
-    assert json.loads(out) == []
+    assert json.loads(out)["items"] == []
     code, out = cli(config_file, "inbound", "retry", str(row["id"]))
     assert code == 1 and "not a failed message" in out
 
@@ -226,7 +226,7 @@ def test_a_failed_message_is_listed_with_its_error_and_retried(
         result = CliRunner().invoke(main, ["-c", str(config_file), "ingest"], input=make_mail())
     assert result.exit_code == 0  # accepted: safe in the spool, though not processed
     code, out = cli(config_file, "inbound", "list", "--failed", "--json")
-    [row] = json.loads(out)
+    [row] = json.loads(out)["items"]
     assert row["state"] == "failed" and "bug in the desk" in row["error"] and row["ticket_id"] is None
     code, out = cli(config_file, "inbound", "list", "--failed")
     assert "bug in the desk" in out
@@ -235,7 +235,7 @@ def test_a_failed_message_is_listed_with_its_error_and_retried(
 
     assert code == 0 and f"inbound {row['id']}: done" in out
     code, out = cli(config_file, "inbound", "list", "--json")
-    [row] = json.loads(out)
+    [row] = json.loads(out)["items"]
     assert row["state"] == "done" and row["disposition"] == f"new ticket #{row['ticket_id']}"
 
 
@@ -268,7 +268,7 @@ def test_set_status_tells_the_customer_and_the_history(config_file: Path) -> Non
 
     assert code == 0 and out.strip() == "ticket #1: new -> solved, solved mail queued for alice@customer.example"
     _, out = cli(config_file, "outbox", "list", "--json")
-    [mail] = json.loads(out)
+    [mail] = json.loads(out)["items"]
     assert mail["kind"] == "solved" and mail["subject"].startswith("[#1] ")
     _, out = cli(config_file, "tickets", "show", "1", "--json")
     ticket = json.loads(out)

@@ -290,7 +290,7 @@ def test_cli_outbox_list_flush_and_retry(desk: Desk, config_data: dict, tmp_path
     assert flushed.exit_code == 0 and "sent 0, deferred 0, failed 1" in flushed.output
 
     listed = runner.invoke(main, ["-c", str(config_file), "outbox", "list", "--json"])
-    [item] = json.loads(listed.output)
+    [item] = json.loads(listed.output)["items"]
     assert set(item) >= {"id", "ticket_id", "kind", "to", "subject", "status", "attempts", "last_error", "message_id"}
     assert (item["kind"], item["status"], item["attempts"]) == ("ack", "failed", 1)
 
