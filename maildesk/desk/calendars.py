@@ -52,8 +52,8 @@ from pydantic import (
 )
 
 __all__ = [
-    "ALWAYS_OPEN", "ALWAYS_OPEN_NAME", "WEEKDAYS", "Calendar", "CalendarConfig", "HolidaysConfig",
-    "WeeklyHours", "compile_calendars", "parse_hour_duration",
+    "ALWAYS_OPEN", "ALWAYS_OPEN_NAME", "WEEKDAYS", "Calendar", "CalendarConfig", "FrozenSection",
+    "HolidaysConfig", "WeeklyHours", "as_utc", "compile_calendars", "parse_hour_duration",
 ]
 
 ALWAYS_OPEN_NAME = "24x7"
@@ -71,9 +71,9 @@ Span = tuple[int, int]
 """Minutes after local midnight: start < end <= 1440."""
 
 
-class _Section(BaseModel):
-    """Like ``config.Section`` (unknown keys are errors); config.py imports this module,
-    so this module cannot import config.py."""
+class FrozenSection(BaseModel):
+    """Like ``config.Section`` (unknown keys are errors), and immutable. config.py imports
+    this module, so this module cannot import ``Section`` from config.py."""
 
     model_config = ConfigDict(extra="forbid", validate_default=True, frozen=True)
 
@@ -150,7 +150,7 @@ def _check_timezone(value: str) -> str:
     return value
 
 
-class WeeklyHours(_Section):
+class WeeklyHours(FrozenSection):
     """Business hours per weekday; a weekday left out is closed."""
 
     mon: Spans = ""
@@ -182,7 +182,7 @@ def _check_fixed_date(value: str) -> str:
     return value
 
 
-class HolidaysConfig(_Section):
+class HolidaysConfig(FrozenSection):
     """The days a calendar is closed although its weekday has hours."""
 
     country: str | None = None
@@ -215,7 +215,7 @@ class HolidaysConfig(_Section):
         return self
 
 
-class CalendarConfig(_Section):
+class CalendarConfig(FrozenSection):
     """One ``[[calendars]]`` table."""
 
     name: str = Field(min_length=1)
@@ -240,7 +240,8 @@ class CalendarConfig(_Section):
         return self
 
 
-def _utc(instant: datetime, what: str = "instant") -> datetime:
+def as_utc(instant: datetime, what: str = "instant") -> datetime:
+    """The same instant in UTC; ValueError for a naive datetime (``what`` names it)."""
     if instant.tzinfo is None or instant.utcoffset() is None:
         raise ValueError(f"{what} {instant.isoformat()} has no time zone (give an aware datetime)")
     return instant.astimezone(UTC)
@@ -327,7 +328,7 @@ class Calendar:
 
     def add(self, start: datetime, business: timedelta) -> datetime:
         """The instant at which ``business`` business time has passed since ``start``."""
-        start = _utc(start, "start")
+        start = as_utc(start, "start")
         if business < timedelta(0):
             raise ValueError(f"business time to add is negative ({business})")
         if self.always_open:
@@ -340,7 +341,7 @@ class Calendar:
 
     def between(self, start: datetime, end: datetime) -> timedelta:
         """Business time from ``start`` to ``end``; zero when ``end`` is not after ``start``."""
-        start, end = _utc(start, "start"), _utc(end, "end")
+        start, end = as_utc(start, "start"), as_utc(end, "end")
         if end <= start:
             return timedelta(0)
         if self.always_open:
@@ -354,13 +355,13 @@ class Calendar:
 
     def next_open(self, instant: datetime) -> datetime:
         """``instant`` (in UTC) if the calendar is open then, else the next opening."""
-        instant = _utc(instant)
+        instant = as_utc(instant)
         if self.always_open:
             return instant
         return next(self._open_from(instant))[0]
 
     def is_open(self, instant: datetime) -> bool:
-        instant = _utc(instant)
+        instant = as_utc(instant)
         return self.always_open or next(self._open_from(instant))[0] == instant
 
 

@@ -56,7 +56,7 @@ from typing import Annotated, Literal, NamedTuple
 
 from pydantic import AfterValidator, Field, field_validator, model_validator
 
-from maildesk.desk.calendars import ALWAYS_OPEN_NAME, Calendar, CalendarConfig, _Section, _utc
+from maildesk.desk.calendars import ALWAYS_OPEN_NAME, Calendar, CalendarConfig, FrozenSection, as_utc
 
 __all__ = [
     "TARGET_NAMES", "BusinessDuration", "Reminder", "SlaConfig", "SlaDefaults", "SlaPolicyConfig", "Target",
@@ -104,7 +104,7 @@ def _check_duration(text: str) -> str:
 DurationText = Annotated[str, AfterValidator(_check_duration)]
 
 
-class SlaPolicyConfig(_Section):
+class SlaPolicyConfig(FrozenSection):
     """One ``[[sla_policies]]`` table."""
 
     name: str = Field(min_length=1)
@@ -139,7 +139,7 @@ class SlaPolicyConfig(_Section):
         return None if text is None else parse_duration(text).on(calendar)
 
 
-class SlaDefaults(_Section):
+class SlaDefaults(FrozenSection):
     """``[sla.defaults]``: the policy of a ticket that no rule and no queue gave one, by priority."""
 
     low: str | None = None
@@ -151,7 +151,7 @@ class SlaDefaults(_Section):
         return getattr(self, priority) if priority in ("low", "normal", "high", "urgent") else None
 
 
-class SlaConfig(_Section):
+class SlaConfig(FrozenSection):
     """``[sla]``."""
 
     defaults: SlaDefaults = SlaDefaults()
@@ -203,13 +203,13 @@ class Target:
     """Whatever the caller needs to find the ticket again (its id)."""
 
     def __post_init__(self) -> None:
-        _utc(self.started_at, "started_at")
+        as_utc(self.started_at, "started_at")
         if self.duration <= timedelta(0):
             raise ValueError(f"target {self.name!r}: duration must be positive, got {self.duration}")
-        if self.stopped_at is not None and _utc(self.stopped_at, "stopped_at") < _utc(self.started_at):
+        if self.stopped_at is not None and as_utc(self.stopped_at, "stopped_at") < as_utc(self.started_at):
             raise ValueError(f"target {self.name!r}: stopped_at is before started_at")
         for start, end in self.pauses:
-            if end is not None and _utc(end, "pause end") < _utc(start, "pause start"):
+            if end is not None and as_utc(end, "pause end") < as_utc(start, "pause start"):
                 raise ValueError(f"target {self.name!r}: a pause ends before it starts ({start} to {end})")
 
 
@@ -239,17 +239,17 @@ class Reminder(NamedTuple):
     def key(self) -> str:
         """Unique per (ticket, target, start, threshold): the scheduler's exactly-once key."""
         target = self.target
-        return f"{target.ticket_id}:{target.name}:{_utc(target.started_at).isoformat()}:{self.threshold}"
+        return f"{target.ticket_id}:{target.name}:{as_utc(target.started_at).isoformat()}:{self.threshold}"
 
 
 def _merged_pauses(target: Target) -> list[tuple[datetime, datetime | None]]:
     """The pauses between the start and the stop, overlaps joined, in UTC, in order."""
-    start = _utc(target.started_at)
-    stop = None if target.stopped_at is None else _utc(target.stopped_at)
+    start = as_utc(target.started_at)
+    stop = None if target.stopped_at is None else as_utc(target.stopped_at)
     merged: list[tuple[datetime, datetime | None]] = []
-    for pause_start, pause_end in sorted(target.pauses, key=lambda pause: _utc(pause[0])):
-        begin = max(_utc(pause_start), start)
-        end = None if pause_end is None else _utc(pause_end)
+    for pause_start, pause_end in sorted(target.pauses, key=lambda pause: as_utc(pause[0])):
+        begin = max(as_utc(pause_start), start)
+        end = None if pause_end is None else as_utc(pause_end)
         if (end is not None and end <= begin) or (stop is not None and begin >= stop):
             continue
         if merged and (merged[-1][1] is None or begin <= merged[-1][1]):
@@ -263,7 +263,7 @@ def _merged_pauses(target: Target) -> list[tuple[datetime, datetime | None]]:
 def _reached_at(target: Target, calendar: Calendar, business: timedelta,
                 pauses: list[tuple[datetime, datetime | None]]) -> datetime | None:
     """When the running clock reaches ``business``; None if a pause still open stops it first."""
-    cursor = _utc(target.started_at)
+    cursor = as_utc(target.started_at)
     for pause_start, pause_end in pauses:
         reached = calendar.add(cursor, business)
         if reached <= pause_start:
@@ -277,10 +277,10 @@ def _reached_at(target: Target, calendar: Calendar, business: timedelta,
 
 def evaluate(target: Target, calendar: Calendar, now: datetime, warn_at: float = 0.75) -> TargetState:
     """The target's clock at ``now``, on ``calendar`` (the policy's)."""
-    now = _utc(now, "now")
-    stopped_at = None if target.stopped_at is None else _utc(target.stopped_at)
+    now = as_utc(now, "now")
+    stopped_at = None if target.stopped_at is None else as_utc(target.stopped_at)
     clock_end = now if stopped_at is None else min(now, stopped_at)
-    start = _utc(target.started_at)
+    start = as_utc(target.started_at)
     pauses = _merged_pauses(target)
     due_at = _reached_at(target, calendar, target.duration, pauses)
     warning_at = _reached_at(target, calendar, target.duration * warn_at, pauses)
@@ -306,10 +306,10 @@ def evaluate(target: Target, calendar: Calendar, now: datetime, warn_at: float =
 def due_reminders(states: Iterable[TargetState], now: datetime) -> list[Reminder]:
     """What to send at ``now``: "breach" for a running target past its due time, else "warning"
     past its warning time (a warning is pointless once the breach is due). Stopped targets: none."""
-    now = _utc(now, "now")
+    now = as_utc(now, "now")
     reminders = []
     for state in states:
-        if state.target.stopped_at is not None and _utc(state.target.stopped_at) <= now:
+        if state.target.stopped_at is not None and as_utc(state.target.stopped_at) <= now:
             continue
         if state.due_at is not None and state.due_at <= now:
             reminders.append(Reminder(state.target, "breach", state.due_at))
@@ -321,12 +321,12 @@ def due_reminders(states: Iterable[TargetState], now: datetime) -> list[Reminder
 def next_wakeup(states: Iterable[TargetState], now: datetime) -> datetime | None:
     """The earliest instant after ``now`` at which a running target crosses a threshold;
     None if none will (all stopped, paused or past both)."""
-    now = _utc(now, "now")
+    now = as_utc(now, "now")
     upcoming = [
         instant
         for state in states
         for instant in (state.warning_at, state.due_at)
         if instant is not None and instant > now
-        and (state.target.stopped_at is None or _utc(state.target.stopped_at) > instant)
+        and (state.target.stopped_at is None or as_utc(state.target.stopped_at) > instant)
     ]
     return min(upcoming, default=None)
