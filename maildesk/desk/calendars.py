@@ -300,10 +300,7 @@ class Calendar:
         spans = self.weekly[day.weekday()]
         if not spans or day in self.closed_days(day.year):
             return []
-        result = []
-        for start, end in spans:
-            result.append((self._instant(day, start), self._instant(day, end)))
-        return result
+        return [(self._instant(day, start), self._instant(day, end)) for start, end in spans]
 
     def _instant(self, day: date, minute: int) -> datetime:
         if minute == 24 * 60:
@@ -361,6 +358,7 @@ class Calendar:
         return next(self._open_from(instant))[0]
 
     def is_open(self, instant: datetime) -> bool:
+        """Whether ``instant`` is business time (a span's end is not: 17:00 sharp is closed)."""
         instant = as_utc(instant)
         return self.always_open or next(self._open_from(instant))[0] == instant
 

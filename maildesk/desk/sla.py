@@ -57,6 +57,7 @@ from typing import Annotated, Literal, NamedTuple
 from pydantic import AfterValidator, Field, field_validator, model_validator
 
 from maildesk.desk.calendars import ALWAYS_OPEN_NAME, Calendar, CalendarConfig, FrozenSection, as_utc
+from maildesk.desk.rules import PRIORITIES
 
 __all__ = [
     "TARGET_NAMES", "BusinessDuration", "Reminder", "SlaConfig", "SlaDefaults", "SlaPolicyConfig", "Target",
@@ -148,7 +149,7 @@ class SlaDefaults(FrozenSection):
     urgent: str | None = None
 
     def for_priority(self, priority: str) -> str | None:
-        return getattr(self, priority) if priority in ("low", "normal", "high", "urgent") else None
+        return getattr(self, priority) if priority in PRIORITIES else None
 
 
 class SlaConfig(FrozenSection):
@@ -176,8 +177,8 @@ def check_policies(
             raise ValueError(f"sla_policies[{index}].calendar: unknown calendar {policy.calendar!r} "
                              f"(calendars: {', '.join(known_calendars)})")
     if defaults is not None:
-        for priority in ("low", "normal", "high", "urgent"):
-            name = getattr(defaults, priority)
+        for priority in PRIORITIES:
+            name = defaults.for_priority(priority)
             if name is not None and name not in policy_names:
                 raise ValueError(f"sla.defaults.{priority}: unknown SLA policy {name!r}"
                                  + (f" (policies: {', '.join(policy_names)})" if policy_names else ""))
@@ -230,6 +231,8 @@ class TargetState:
 
 
 class Reminder(NamedTuple):
+    """A reminder the scheduler should send now (``due_reminders``)."""
+
     target: Target
     threshold: Threshold
     at: datetime
@@ -277,6 +280,8 @@ def _reached_at(target: Target, calendar: Calendar, business: timedelta,
 
 def evaluate(target: Target, calendar: Calendar, now: datetime, warn_at: float = 0.75) -> TargetState:
     """The target's clock at ``now``, on ``calendar`` (the policy's)."""
+    if not 0 < warn_at < 1:
+        raise ValueError(f"warn_at must be between 0 and 1 (exclusive), got {warn_at}")
     now = as_utc(now, "now")
     stopped_at = None if target.stopped_at is None else as_utc(target.stopped_at)
     clock_end = now if stopped_at is None else min(now, stopped_at)

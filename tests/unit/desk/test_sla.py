@@ -373,6 +373,8 @@ def test_targets_check_their_own_data() -> None:
         first_response(jakarta(2026, 11, 30, 9, 0), stopped_at=jakarta(2026, 11, 30, 8, 0))
     with pytest.raises(ValueError, match="no time zone"):
         first_response(datetime(2026, 11, 30, 9, 0))
+    with pytest.raises(ValueError, match="warn_at must be between 0 and 1"):
+        evaluate(first_response(jakarta(2026, 11, 30, 9, 0)), OFFICE, jakarta(2026, 11, 30, 9, 0), warn_at=1.0)
     with pytest.raises(ValueError, match="a pause ends before it starts"):
         first_response(jakarta(2026, 11, 30, 9, 0),
                        pauses=((jakarta(2026, 11, 30, 11, 0), jakarta(2026, 11, 30, 10, 0)),))
