@@ -380,6 +380,30 @@ def test_targets_check_their_own_data() -> None:
                        pauses=((jakarta(2026, 11, 30, 11, 0), jakarta(2026, 11, 30, 10, 0)),))
 
 
+def test_the_worked_example_of_the_readme() -> None:
+    """Opened Wednesday 23 December 16:00 WIB, before the 24th (a fixed date) and Christmas."""
+    opened = jakarta(2026, 12, 23, 16, 0)
+
+    def target(name: str, **fields: Any) -> Target:
+        return Target(name=name, policy="standard", started_at=opened, ticket_id=42,
+                      duration=STANDARD.duration(name, OFFICE), **fields)
+
+    first = evaluate(target("first_response"), OFFICE, jakarta(2026, 12, 28, 9, 0))
+    assert (first.warning_at, first.due_at) == (jakarta(2026, 12, 28, 9, 30), jakarta(2026, 12, 28, 10, 0))
+    resolution = evaluate(target("resolution"), OFFICE, jakarta(2026, 12, 28, 9, 0))
+    assert (resolution.warning_at, resolution.due_at) == (jakarta(2026, 12, 29, 12, 0), jakarta(2026, 12, 29, 16, 0))
+    pending = ((jakarta(2026, 12, 28, 11, 0), jakarta(2026, 12, 29, 10, 0)),)
+    resumed = evaluate(target("resolution", pauses=pending), OFFICE, jakarta(2026, 12, 29, 10, 0))
+    assert resumed.paused == 7 * HOUR and resumed.remaining == 13 * HOUR
+    assert (resumed.warning_at, resumed.due_at) == (jakarta(2026, 12, 30, 11, 0), jakarta(2026, 12, 30, 15, 0))
+    answered = evaluate(target("first_response", stopped_at=jakarta(2026, 12, 28, 9, 40)), OFFICE,
+                        jakarta(2026, 12, 29, 10, 0))
+    assert answered.state == "met"
+    reminders = due_reminders([evaluate(target("first_response"), OFFICE, jakarta(2026, 12, 28, 9, 45))],
+                              jakarta(2026, 12, 28, 9, 45))
+    assert [reminder.key for reminder in reminders] == ["42:first_response:2026-12-23T09:00:00+00:00:warning"]
+
+
 # --- reminders -------------------------------------------------------------------
 
 def test_reminders_due_now_and_the_next_wakeup() -> None:
