@@ -65,7 +65,8 @@ _MAX_LOCAL_PART = 64
 """RFC 5321 §4.5.3.1.1."""
 _DETAIL = re.compile(rf"([1-9][0-9]{{0,9}})\.([a-z2-7]{{{TOKEN_LENGTH}}})", re.IGNORECASE)
 _LOCAL = re.compile(r"[A-Za-z0-9!#$%&'*/=?^_`{|}~\-]+(?:\.[A-Za-z0-9!#$%&'*/=?^_`{|}~\-]+)*")
-_DOMAIN = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*")
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_DOMAIN = re.compile(rf"{_LABEL}(?:\.{_LABEL})*")
 
 
 class SecretError(ValueError):

@@ -47,7 +47,8 @@ import re
 from dataclasses import dataclass, field
 
 __all__ = [
-    "COMMANDS", "Command", "MACRO_LINE", "PRIORITIES", "Parsed", "Refusal", "STATUSES", "parse",
+    "COMMANDS", "Command", "MACRO_LINE", "MACRO_NAME", "PRIORITIES", "Parsed", "Refusal", "STATUSES",
+    "clean_line", "parse",
 ]
 
 STATUSES = ("open", "pending", "solved", "closed")
@@ -57,7 +58,8 @@ COMMANDS = ("status", "priority", "assign", "queue", "tag", "untag", "note", "es
 _INVISIBLE = "\u00a0\u2007\u202f\u200b\u200c\u200d\u2060\ufeff"
 _COMMAND_LINE = re.compile(r"#([A-Za-z](?:[A-Za-z_-]*[A-Za-z])?)(?:\s*:\s*|\s+|$)(.*)", re.DOTALL)
 _TAG = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
-_MACRO_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
+MACRO_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
+"""A valid macro name (``#macro NAME``); it is used lower-case."""
 MACRO_LINE = re.compile(r"#macro ([a-z0-9][a-z0-9_-]{0,63})")
 """A ``#macro name`` line exactly as ``parse`` leaves it in ``Parsed.body`` (``macros.expand`` reads it)."""
 _SIGNATURE = re.compile(r"--\s*")
@@ -85,6 +87,7 @@ class Refusal:
 @dataclass(frozen=True)
 class Parsed:
     commands: tuple[Command, ...] = ()
+    """In the order written; ``#note`` and valid ``#macro`` lines included."""
     refused: tuple[Refusal, ...] = ()
     note: bool = False
     """``#note`` was given: the body is an internal note, never mailed to the customer."""
@@ -156,7 +159,7 @@ def parse(text: str) -> Parsed:
         name = match.group(2).strip()
         if not name:
             refused.append(Refusal(cleaned, "#macro needs the name of a macro"))
-        elif not _MACRO_NAME.fullmatch(name):
+        elif not MACRO_NAME.fullmatch(name):
             refused.append(Refusal(cleaned, f"invalid macro name {name[:80]!r}: up to 64 letters, digits, - and _"))
         else:
             macros.append(name.lower())

@@ -35,7 +35,6 @@ the reply should then not go out, and the agent is told (``command_result``).
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
@@ -45,13 +44,12 @@ from jinja2 import FileSystemLoader, StrictUndefined, TemplateNotFound, Template
 from jinja2.exceptions import SecurityError, UndefinedError
 from jinja2.sandbox import SandboxedEnvironment
 
-from maildesk.desk.commands import MACRO_LINE, clean_line
+from maildesk.desk.commands import MACRO_LINE, MACRO_NAME, clean_line
 
 __all__ = ["BUILTIN_MACROS", "MacroError", "VARIABLES", "expand", "list_macros", "macro_variables", "render_macro"]
 
 BUILTIN_MACROS = Path(__file__).resolve().parent.parent / "templates" / "macros"
 VARIABLES = ("requester_name", "ticket_id", "subject", "queue", "agent_name")
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 
 
 class MacroError(ValueError):
@@ -68,7 +66,7 @@ def list_macros(templates_dir: Path | None = None) -> list[str]:
         path.stem.lower()
         for directory in _directories(templates_dir) if directory.is_dir()
         for path in directory.glob("*.txt")
-        if path.is_file() and _NAME.fullmatch(path.stem) and path.stem == path.stem.lower()
+        if path.is_file() and MACRO_NAME.fullmatch(path.stem) and path.stem == path.stem.lower()
     }
     return sorted(names)
 
@@ -86,7 +84,9 @@ def _environment(templates_dir: Path | None) -> SandboxedEnvironment:
     )
 
 
-def macro_variables(*, requester_name: str, ticket_id: int, subject: str, queue: str, agent_name: str) -> dict[str, Any]:
+def macro_variables(
+    *, requester_name: str, ticket_id: int, subject: str, queue: str, agent_name: str
+) -> dict[str, Any]:
     """The variables a macro sees (see the module's docstring)."""
     return {"requester_name": requester_name, "ticket_id": ticket_id, "subject": subject, "queue": queue,
             "agent_name": agent_name}
@@ -94,14 +94,15 @@ def macro_variables(*, requester_name: str, ticket_id: int, subject: str, queue:
 
 def render_macro(name: str, variables: dict[str, Any], templates_dir: Path | None = None) -> str:
     """The text of macro ``name``, without trailing blank lines; ``MacroError`` when it cannot be had."""
-    if not isinstance(name, str) or not _NAME.fullmatch(name):
+    if not isinstance(name, str) or not MACRO_NAME.fullmatch(name):
         raise MacroError(f"invalid macro name {str(name)[:80]!r}")
     name = name.lower()
     try:
         template = _environment(templates_dir).get_template(f"{name}.txt")
         text = template.render(variables)
     except TemplateNotFound:
-        raise MacroError(f"unknown macro {name!r}; there are: {', '.join(list_macros(templates_dir)) or 'none'}") from None
+        there_are = ", ".join(list_macros(templates_dir)) or "none"
+        raise MacroError(f"unknown macro {name!r}; there are: {there_are}") from None
     except TemplateSyntaxError as error:
         raise MacroError(f"macro {name!r} is broken: line {error.lineno}: {_one_line(error.message)}") from None
     except UndefinedError as error:

@@ -266,8 +266,8 @@ def test_the_tokenizer_reads_versions_comments_quotes_and_case() -> None:
     assert authserv == "mx.acme.example"
     assert [(r.method, r.result) for r in results] == [("dkim", "pass"), ("dmarc", "pass")]
     assert results[0].properties == {"header.d": "example.com", "header.b": "abc"}
-    assert authentication_results_pass([("authentication-results", 'MX.ACME.EXAMPLE; dkim=pass header.d="example.com"')],
-                                       OURS, "Example.com")[0]
+    lower_case_name = [("authentication-results", 'MX.ACME.EXAMPLE; dkim=pass header.d="example.com"')]
+    assert authentication_results_pass(lower_case_name, OURS, "Example.com")[0]
 
 
 @pytest.mark.parametrize("value", ["", ";", "(unterminated", '"unterminated', "=;=", "x; dkim=", "x; =pass",

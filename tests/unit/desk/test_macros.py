@@ -8,7 +8,9 @@ from pathlib import Path
 import pytest
 
 from maildesk.desk.commands import parse
-from maildesk.desk.macros import BUILTIN_MACROS, VARIABLES, MacroError, expand, list_macros, macro_variables, render_macro
+from maildesk.desk.macros import (
+    BUILTIN_MACROS, VARIABLES, MacroError, expand, list_macros, macro_variables, render_macro,
+)
 
 VARIABLES_OF_42 = macro_variables(requester_name="Alice Customer", ticket_id=42, subject="Printer on fire",
                                   queue="support", agent_name="Bob Agent")
