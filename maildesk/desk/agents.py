@@ -20,7 +20,10 @@ it proves that it answers something maildesk sent to that agent:
 ``identify()`` combines both. Optionally (``desk.agent_auth = "dmarc"``)
 ``authentication_results_pass()`` must also say that the agent's domain
 passed DMARC or DKIM, judged only from the topmost Authentication-Results
-header our own border MTA wrote (RFC 8601 §5).
+header our own border MTA wrote (RFC 8601 §5). That holds only when the
+border MTA (OpenDMARC, OpenDKIM, rspamd, ...) adds its header to every mail
+it accepts and removes headers carrying its authserv-id from incoming mail,
+as RFC 8601 §5 asks; otherwise a sender could put one on top themselves.
 
 Decisions, so that nobody has to guess them:
 
@@ -50,7 +53,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 __all__ = [
-    "AgentReplyAddress", "Identity", "MAX_TICKET_ID", "SECRET_BYTES", "TOKEN_LENGTH", "SecretError",
+    "AgentReplyAddress", "AuthResult", "Identity", "MAX_TICKET_ID", "SECRET_BYTES", "TOKEN_LENGTH", "SecretError",
     "agent_reply_address", "authentication_results_pass", "identify", "new_secret",
     "parse_agent_reply_address", "parse_authentication_results", "read_secret_file", "reply_token", "verify",
 ]
@@ -232,19 +235,30 @@ def identify(
 
 # --- Authentication-Results (RFC 8601) ------------------------------------------------------------
 
-_SPECIALS = ";=/"
+WORD, QUOTED, SPECIAL = "word", "quoted", "special"
 
 
-def _tokens(value: str) -> list[str | tuple[str]]:
-    """Words and specials of a header value; quoted strings come as 1-tuples, comments are dropped."""
-    tokens: list[str | tuple[str]] = []
+@dataclass(frozen=True)
+class _Token:
+    kind: str
+    text: str
+    glued: bool
+    """Nothing (no blank, no comment) stands between it and the token before."""
+
+
+def _tokens(value: str) -> list[_Token]:
+    """Words, quoted strings and the specials ``;`` and ``=`` of a header value; comments dropped."""
+    tokens: list[_Token] = []
     word: list[str] = []
+    glued = False
     i, length = 0, len(value)
 
     def flush() -> None:
+        nonlocal glued
         if word:
-            tokens.append("".join(word))
+            tokens.append(_Token(WORD, "".join(word), glued))
             word.clear()
+            glued = True
 
     while i < length:
         char = value[i]
@@ -260,6 +274,7 @@ def _tokens(value: str) -> list[str | tuple[str]]:
                 elif value[i] == ")":
                     depth -= 1
                 i += 1
+            glued = False
             continue
         if char == '"':
             flush()
@@ -270,27 +285,22 @@ def _tokens(value: str) -> list[str | tuple[str]]:
                     i += 1
                 quoted.append(value[i])
                 i += 1
-            tokens.append(("".join(quoted),))
+            tokens.append(_Token(QUOTED, "".join(quoted), glued))
+            glued = True
             i += 1
             continue
-        if char in _SPECIALS:
+        if char in ";=":
             flush()
-            tokens.append(char)
+            tokens.append(_Token(SPECIAL, char, glued))
+            glued = True
         elif char.isspace():
             flush()
+            glued = False
         else:
             word.append(char)
         i += 1
     flush()
     return tokens
-
-
-def _is_special(token: str | tuple[str]) -> bool:
-    return isinstance(token, str) and token in _SPECIALS
-
-
-def _text(token: str | tuple[str]) -> str:
-    return token[0] if isinstance(token, tuple) else token
 
 
 @dataclass(frozen=True)
@@ -303,43 +313,41 @@ class AuthResult:
 
 def parse_authentication_results(value: str) -> tuple[str, list[AuthResult]]:
     """``(authserv_id, results)`` of one Authentication-Results value; ``("", [])`` when unreadable."""
-    segments: list[list[str | tuple[str]]] = [[]]
+    segments: list[list[_Token]] = [[]]
     for token in _tokens(value):
-        if token == ";":
+        if token.kind == SPECIAL and token.text == ";":
             segments.append([])
         else:
             segments[-1].append(token)
     head = segments[0]
-    if not head or isinstance(head[0], tuple) or _is_special(head[0]):
+    if not head or head[0].kind != WORD:
         return "", []
-    authserv_id = str(head[0]).lower()
-    results: list[AuthResult] = []
-    for segment in segments[1:]:
-        result = _resinfo(segment)
-        if result is not None:
-            results.append(result)
-    return authserv_id, results
+    results = [result for segment in segments[1:] if (result := _resinfo(segment)) is not None]
+    return head[0].text.lower(), results
 
 
-def _resinfo(segment: list[str | tuple[str]]) -> AuthResult | None:
-    """``method[/version]=result (reason=x)? (ptype.property=value)*``; None when malformed or ``none``."""
+def _resinfo(segment: list[_Token]) -> AuthResult | None:
+    """``method[/version]=result (reason=x)? (ptype.property=value)*``; None when malformed or ``none``.
+
+    A value runs on over tokens glued to it: ``header.b=ab/Cd+e==`` is one value."""
     pairs: list[tuple[str, str]] = []
     i = 0
     while i < len(segment):
-        name = segment[i]
-        if isinstance(name, tuple) or _is_special(name):
+        if i + 2 >= len(segment):
             return None
-        if i + 1 < len(segment) and segment[i + 1] == "/":  # method version: dkim/1=pass
-            i += 2
-        if i + 2 < len(segment) and segment[i + 1] == "=" and not _is_special(segment[i + 2]):
-            pairs.append((name.lower(), _text(segment[i + 2])))
-            i += 3
-        else:
+        name, equals, first = segment[i], segment[i + 1], segment[i + 2]
+        if name.kind != WORD or equals.kind != SPECIAL or equals.text != "=" or first.kind == SPECIAL:
             return None
+        value = [first.text]
+        i += 3
+        while i < len(segment) and segment[i].glued:
+            value.append(segment[i].text)
+            i += 1
+        pairs.append((name.text.lower(), "".join(value)))
     if not pairs:
         return None
     (method, result), properties = pairs[0], dict(pairs[1:])
-    return AuthResult(method, result.lower(), properties)
+    return AuthResult(method.split("/", 1)[0], result.lower(), properties)
 
 
 def _domain_of(value: str) -> str:

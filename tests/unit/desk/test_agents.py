@@ -275,3 +275,16 @@ def test_the_tokenizer_reads_versions_comments_quotes_and_case() -> None:
 def test_garbage_never_raises(value: str) -> None:
     ok, reason = authentication_results_pass([("Authentication-Results", value)], OURS, "example.com")
     assert ok is False and reason
+
+
+def test_base64_values_and_spaced_equals_signs_are_read_whole() -> None:
+    value = (f"{OURS}; dkim=pass (2048-bit key) header.d=example.com header.s=s1 header.b=Ab/C+d=="
+             " header.a=rsa-sha256; dmarc = pass header.from = example.com")
+    authserv, results = parse_authentication_results(value)
+    assert results[0].properties["header.b"] == "Ab/C+d==" and results[0].properties["header.a"] == "rsa-sha256"
+    assert (results[1].method, results[1].result, results[1].properties) == ("dmarc", "pass",
+                                                                             {"header.from": "example.com"})
+    assert authentication_results_pass(_ar(value), OURS, "example.com")[0]
+    # A comment ends a value: what follows it is the next property, not more of the value.
+    _, results = parse_authentication_results(f"{OURS}; dkim=pass header.d=example.com(x)header.s=s1")
+    assert results[0].properties == {"header.d": "example.com", "header.s": "s1"}
