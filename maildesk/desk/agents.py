@@ -45,6 +45,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import os
 import re
 import secrets
 from collections.abc import Collection, Iterable, Mapping, Sequence
@@ -54,7 +55,7 @@ from typing import NamedTuple
 
 __all__ = [
     "AgentReplyAddress", "AuthResult", "Identity", "MAX_TICKET_ID", "SECRET_BYTES", "TOKEN_LENGTH", "SecretError",
-    "agent_reply_address", "authentication_results_pass", "identify", "new_secret",
+    "agent_reply_address", "authentication_results_pass", "create_secret_file", "identify", "new_secret",
     "parse_agent_reply_address", "parse_authentication_results", "read_secret_file", "reply_token", "verify",
 ]
 
@@ -94,6 +95,27 @@ def read_secret_file(path: Path | str) -> bytes:
         raise SecretError(f"cannot read secret file {path}: {exc.strerror or exc}") from None
     if len(secret) < MIN_SECRET_BYTES:
         raise SecretError(f"secret file {path} holds {len(secret)} bytes; at least {MIN_SECRET_BYTES} are needed")
+    return secret
+
+
+def create_secret_file(path: Path | str) -> bytes:
+    """Write a new secret to ``path`` (mode 0600, never over an existing file) and return it;
+    ``SecretError`` with one line when the file exists or cannot be written."""
+    secret = new_secret()
+    try:
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        raise SecretError(f"secret file {path} exists already; it is not replaced") from None
+    except OSError as exc:
+        raise SecretError(f"cannot create secret file {path}: {exc.strerror or exc}") from None
+    try:
+        with os.fdopen(descriptor, "wb") as file:
+            file.write(secret)
+            file.flush()
+            os.fsync(file.fileno())
+    except OSError as exc:
+        Path(path).unlink(missing_ok=True)
+        raise SecretError(f"cannot write secret file {path}: {exc.strerror or exc}") from None
     return secret
 
 

@@ -9,7 +9,7 @@ import pytest
 from maildesk.desk.agents import (
     MAX_TICKET_ID, NOTIFICATION, REPLY_ADDRESS, TOKEN_LENGTH, SecretError, agent_reply_address,
     authentication_results_pass, identify, new_secret, parse_agent_reply_address, parse_authentication_results,
-    read_secret_file, reply_token, verify,
+    create_secret_file, read_secret_file, reply_token, verify,
 )
 
 SECRET = b"s" * 32
@@ -77,10 +77,21 @@ def test_read_secret_file(tmp_path: Path) -> None:
     path.write_bytes(b"short")
     with pytest.raises(SecretError, match="holds 5 bytes; at least 16"):
         read_secret_file(path)
-    with pytest.raises(SecretError, match="cannot read"):
+    with pytest.raises(SecretError, match="cannot read") as raised:
         read_secret_file(tmp_path)  # a directory
-    for error in (SecretError("x"),):
-        assert "\n" not in str(error)
+    assert "\n" not in str(raised.value)
+
+
+def test_create_secret_file_writes_a_private_file_once(tmp_path: Path) -> None:
+    path = tmp_path / "secret"
+    secret = create_secret_file(path)
+    assert len(secret) == 32 and read_secret_file(path) == secret
+    assert path.stat().st_mode & 0o777 == 0o600
+    with pytest.raises(SecretError, match="exists already"):
+        create_secret_file(path)
+    assert read_secret_file(path) == secret
+    with pytest.raises(SecretError, match="cannot create"):
+        create_secret_file(tmp_path / "missing-dir" / "secret")
 
 
 # --- addresses ------------------------------------------------------------------------------------
