@@ -83,6 +83,10 @@ class Refusal:
     """The line as the agent wrote it (cleaned)."""
     reason: str
 
+    def as_dict(self) -> dict[str, str]:
+        """An item of the ``command_result`` template's ``refused`` list."""
+        return {"command": self.line, "reason": self.reason}
+
 
 @dataclass(frozen=True)
 class Parsed:

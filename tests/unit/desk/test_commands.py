@@ -35,6 +35,7 @@ def test_an_unknown_status_or_priority_is_refused_with_the_choices() -> None:
         "unknown status 'new'; one of open, pending, solved, closed",
     ]
     assert parsed.refused[0].line == "#status flying"
+    assert parsed.refused[0].as_dict() == {"command": "#status flying", "reason": parsed.refused[0].reason}
     assert parsed.only_commands
 
 
