@@ -91,7 +91,8 @@ class Refusal:
 @dataclass(frozen=True)
 class Parsed:
     commands: tuple[Command, ...] = ()
-    """In the order written; ``#note`` and valid ``#macro`` lines included."""
+    """The top block's commands in the order written (``#note`` included), then one ``macro``
+    command per valid ``#macro`` line."""
     refused: tuple[Refusal, ...] = ()
     note: bool = False
     """``#note`` was given: the body is an internal note, never mailed to the customer."""
