@@ -39,7 +39,7 @@ from jinja2.sandbox import SandboxedEnvironment
 log = structlog.get_logger(__name__)
 
 BUILTIN = Path(__file__).parent / "templates"
-KINDS = ("ack", "agent_reply", "update", "solved", "notification", "sla_reminder", "sla_breach")
+KINDS = ("ack", "agent_reply", "update", "solved", "notification", "sla_reminder", "sla_breach", "command_result")
 PARTS = ("subject.txt", "body.txt", "body.html")
 DEFAULT_LANGUAGE = "en"
 

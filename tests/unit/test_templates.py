@@ -16,7 +16,7 @@ from maildesk.mail.quotes import REPLY_ABOVE_MARKER
 from maildesk.models import Ticket
 from maildesk.templating import BUILTIN, KINDS, Renderer, languages
 
-SHIPPED = sorted(p.name for p in BUILTIN.iterdir() if p.is_dir())
+SHIPPED = sorted(p.name for p in BUILTIN.iterdir() if p.is_dir() and p.name != "macros")
 CUSTOMER_FACING = ("ack", "agent_reply", "update", "solved")
 
 
