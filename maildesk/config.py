@@ -95,6 +95,21 @@ class DeskConfig(Section):
     reopen_window_days: float = Field(default=30.0, ge=0)
     """A reply to a ticket closed longer ago than this opens a new linked ticket."""
     note_address: MailAddress | None = None
+    secret_file: Path | None = None
+    """A file of at least 32 random bytes that signs agent reply addresses; unset: maildesk
+    makes a secret once and keeps it in the database."""
+    agent_auth: Literal["reply", "dmarc"] = "reply"
+    """"reply": an agent's mail must answer a notification (reply address or Message-ID);
+    "dmarc": it must also pass DMARC or DKIM by our own border MTA's Authentication-Results."""
+    authserv_id: str | None = None
+    """The authserv-id our border MTA writes in Authentication-Results (needed with agent_auth = "dmarc")."""
+
+    @model_validator(mode="after")
+    def _dmarc_needs_authserv_id(self) -> DeskConfig:
+        if self.agent_auth == "dmarc" and not self.authserv_id:
+            raise ValueError('agent_auth = "dmarc" needs authserv_id (the name your MTA writes in '
+                             'Authentication-Results)')
+        return self
 
 
 class QueueConfig(Section):

@@ -286,6 +286,16 @@ class ImapMailbox(Base):
     last_error: Mapped[str | None] = mapped_column(Text)
 
 
+class Setting(Base):
+    """A value maildesk makes once and keeps, shared by every daemon on the database
+    (the secret that signs agent reply addresses)."""
+
+    __tablename__ = "settings"
+
+    name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    value: Mapped[bytes] = mapped_column(LargeBinary)
+
+
 # -- appending rows without the unit of work -----------------------------------
 
 _INSERTS: dict[tuple[type[Base], bool], Insert] = {}

@@ -32,7 +32,8 @@ from sqlalchemy.orm import Session
 from maildesk import spool
 from maildesk.config import AddressConfig, Config
 from maildesk.db import Database, worth_retrying
-from maildesk.desk import merge, outbound, routing, threader, tickets
+from maildesk.desk import agent_mail, merge, notifications, outbound, routing, threader, tickets
+from maildesk.desk.reply_secret import reply_secret
 from maildesk.desk.tickets import IncomingMessage, Person
 from maildesk.errors import TemporaryFailure
 from maildesk.mail import charsets, classify
@@ -181,8 +182,10 @@ class _Batch:
     """
 
     def __init__(self, session: Session, config: Config, inbound_ids: Sequence[int],
-                 parsed: Mapping[int, ParsedMail], clock: Clock) -> None:
+                 parsed: Mapping[int, ParsedMail], clock: Clock, secret: bytes = b"") -> None:
         self.session = session
+        self.secret = secret
+        """What signs agent reply addresses (``desk/reply_secret.py``); empty with no agents configured."""
         rows = session.connection().execute(_CLAIM, {"inbound_ids": list(inbound_ids)})
         self.claimed = {row.id: _Spooled(*row) for row in rows}
         self._done: list[dict[str, Any]] = []
@@ -240,8 +243,9 @@ def _run(
     db: Database, config: Config, inbound_ids: Sequence[int], clock: Clock, parsed: Mapping[int, ParsedMail],
     *, isolated: bool,
 ) -> list[Outcome]:
+    secret = reply_secret(db, config) if config.agents else b""  # its own transaction, before this one
     with db.session() as session:
-        batch = _Batch(session, config, inbound_ids, parsed, clock)
+        batch = _Batch(session, config, inbound_ids, parsed, clock, secret)
         outcomes = [_process_one(batch, config, inbound_id, clock, parsed.get(inbound_id), isolated=isolated)
                     for inbound_id in inbound_ids]
         batch.mark_done_now()
@@ -348,6 +352,19 @@ def _apply(
                        detail=f"duplicate Message-ID: already on ticket #{stored_on}"), message_id
 
     served = _served_address(config, inbound, parsed)
+    not_agent = ""
+    if config.agent(mail.sender.address) is not None:
+        recipients = [*inbound.envelope.get("rcpt_to", []), *(p.address for p in [*mail.to, *mail.cc])]
+        proof, not_agent = agent_mail.identify(session, config, batch.secret, mail, recipients=recipients,
+                                               headers=parsed.headers)
+        if proof is not None:
+            note_address = config.desk.note_address
+            disposition = agent_mail.handle(session, config, proof, mail, inbound_id=inbound.id, now=now,
+                                            secret=batch.secret,
+                                            to_note_address=note_address is not None and note_address in recipients)
+            threader.remember_keys(session, proof.ticket.id, keys, claimed=frozenset(claimed))
+            log.info("agent mail applied", ticket_id=proof.ticket.id, agent=proof.agent.address, how=proof.how)
+            return Outcome(inbound.id, spool.DONE, proof.ticket.id, detail=disposition), message_id
     bounced = outbound.find_bounced(session, verdict.bounced_message_ids) if verdict.kind == classify.BOUNCE else None
     match = _route(batch, config, mail, verdict, bounced, claimed, now)
     if match is None:
@@ -398,6 +415,11 @@ def _apply(
         outbound.acknowledge(session, config, ticket, mail, now=now, recent=batch.recent_mail,
                              never_answer=_null_sender(inbound.envelope, parsed),
                              template=route.acknowledge if isinstance(route.acknowledge, str) else None)
+    if inbound.notify and verdict.kind == classify.NORMAL and not ticket.spam and config.agents:
+        notifications.notify(session, config, ticket, event="new_ticket" if created else "customer_reply", now=now,
+                             secret=batch.secret, text=mail.new_text, parent=mail, copies=route.notify)
+    if not_agent:
+        tickets.record_event(session, ticket, "not_agent", now=now, actor=mail.sender.address, reason=not_agent)
     log.info("message applied", ticket_id=ticket.id, created=created, via=match.via, classification=verdict.kind)
     disposition = f"new ticket #{ticket.id}" if created else f"added to ticket #{ticket.id} ({match.via})"
     return Outcome(inbound.id, spool.DONE, ticket.id, created=created, detail=disposition), message_id

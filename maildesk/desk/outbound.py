@@ -49,10 +49,14 @@ AUTO_SUBMITTED = {
     "sla_reminder": "auto-generated",
     "sla_breach": "auto-generated",
     "agent_reply": None,
+    "command_result": "auto-replied",
 }
 RATE_LIMITED = ("ack", "update", "solved")
 """Automatic mail to customers: what an auto-responder could ping-pong with."""
-MESSAGE_KIND = {"agent_reply": "agent", "notification": "system", "sla_reminder": "system", "sla_breach": "system"}
+MESSAGE_KIND = {"agent_reply": "agent", "notification": "system", "sla_reminder": "system", "sla_breach": "system",
+                "command_result": "system"}
+TO_AGENTS = ("notification", "command_result")
+"""Mail maildesk sends to an agent: a reply to one proves the agent is answering (desk/agent_mail.py)."""
 
 
 def context(
@@ -65,12 +69,19 @@ def context(
     event: str = "",
     change: tuple[str, str] | None = None,
     sla: dict[str, Any] | None = None,
+    extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The variables every template sees; each is always present, so a typo is an error."""
+    """The variables every template sees; each is always present, so a typo is an error.
+
+    ``extra``: variables of one kind of mail (a notification's ``history``, a
+    command result's ``applied`` and ``refused``).
+    """
     return {
+        **(extra or {}),
         "ticket": {
             "id": ticket.id, "subject": ticket.subject, "status": ticket.status,
             "queue": ticket.queue, "priority": ticket.priority,
+            "assignee": ticket.assignee or "", "tags": list(ticket.tags or []),
         },
         "tag": threader.subject_tag(ticket.id, config.desk.tag_prefix),
         "customer": {"name": ticket.requester_name, "address": ticket.requester},
@@ -162,14 +173,20 @@ def enqueue(
     recent: RecentMail | None = None,
     suppress: str = "",
     template: str | None = None,
+    cc: list[Person] | None = None,
+    reply_to: list[Person] | None = None,
+    from_name: str | None = None,
     **variables: Any,
 ) -> Outbox:
     """Render, compose and write one outbox row (``queued`` or ``suppressed``).
 
-    ``suppress``: a reason the caller already has to keep the mail back.
+    ``suppress``: a reason the caller already has to keep the mail back;
+    ``from_name``: the display name of the support address, if not the queue's.
     Returns a copy of the row for reading, outside the session.
     """
     served = served_address(config, ticket)
+    cc = cc or []
+    from_name = from_name or served.display_name
     rendered = renderer(config.outbound.templates).render_or_builtin(
         template or kind, context(config, ticket, served, **variables), queue=ticket.queue,
         language=served.language, builtin=kind,
@@ -179,13 +196,14 @@ def enqueue(
     subject = rendered.subject if tag in rendered.subject else f"{tag} {rendered.subject}"
     message_id = new_message_id(config.desk.domain)
     references = references_for(parent.message_id, list(parent.references)) if parent else []
-    reason = suppress or _suppression(session, config, ticket, kind, to, now, recent)
+    reason = suppress or _suppression(session, config, ticket, kind, [*to, *cc], now, recent)
     raw = b""
     if not reason:
         try:
             raw = compose_bytes(Outgoing(
-                from_address=served.address, from_name=served.display_name,
+                from_address=served.address, from_name=from_name,
                 to=[(p.name, p.address) for p in to], subject=subject,
+                cc=[(p.name, p.address) for p in cc], reply_to=[(p.name, p.address) for p in reply_to or []],
                 text=rendered.text, html=rendered.html, message_id=message_id, date=now,
                 in_reply_to=parent.message_id if parent else None, references=references,
                 auto_submitted=AUTO_SUBMITTED[kind], bulk=AUTO_SUBMITTED[kind] is not None,
@@ -194,12 +212,12 @@ def enqueue(
         except ValueError as exc:
             reason = str(exc)
     values: dict[str, Any] = dict(
-        ticket_id=ticket.id, kind=kind, to=[p.address for p in to], recipient=to[0].address.lower()[:320],
+        ticket_id=ticket.id, kind=kind, to=[p.address for p in [*to, *cc]], recipient=to[0].address.lower()[:320],
         subject=subject, message_id=message_id, raw=raw, status=SUPPRESSED if reason else QUEUED,
         attempts=0, reason=reason, next_attempt_at=now, created_at=now,
     )
     row = Outbox(id=append_row(session, Outbox, values), **values)
-    recipients = ", ".join(p.address for p in to)
+    recipients = ", ".join(p.address for p in [*to, *cc])
     if reason:
         record_event(session, ticket, "mail_suppressed", now=now, reason=f"{kind} to {recipients} not sent: {reason}",
                      outbox_id=row.id, kind=kind, to=row.to)
@@ -207,8 +225,9 @@ def enqueue(
     append_later(session, Message, dict(
         ticket_id=ticket.id, inbound_id=None, direction="out", kind=MESSAGE_KIND.get(kind, "auto"),
         message_id=message_id, in_reply_to=[parent.message_id] if parent else [], references=references,
-        from_address=served.address, from_name=served.display_name,
-        to=[{"name": p.name, "address": p.address} for p in to], cc=[], reply_to=[], subject=subject,
+        from_address=served.address, from_name=from_name,
+        to=[{"name": p.name, "address": p.address} for p in to], cc=[{"name": p.name, "address": p.address} for p in cc],
+        reply_to=[{"name": p.name, "address": p.address} for p in reply_to or []], subject=subject,
         date=now, body_text=rendered.text, body_html=rendered.html, new_text=rendered.text,
         classification=NORMAL, classification_reason="sent by maildesk", defects=[], created_at=now,
     ))

@@ -1,5 +1,5 @@
 """Tickets: the SLA policy rules chose, whether a rule called the ticket spam; indexes for routing
-(an agent's open tickets, a requester's earlier ones).
+(an agent's open tickets, a requester's earlier ones); settings (the secret of agent reply addresses).
 
 Revision ID: 0005
 Revises: 0004
@@ -23,9 +23,16 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column('spam', sa.Boolean(), nullable=False, server_default=sa.false()))
     op.create_index('ix_tickets_assignee', 'tickets', ['assignee'], unique=False)
     op.create_index('ix_tickets_requester', 'tickets', ['requester'], unique=False)
+    op.create_table(
+        'settings',
+        sa.Column('name', sa.String(length=100), nullable=False),
+        sa.Column('value', sa.LargeBinary(), nullable=False),
+        sa.PrimaryKeyConstraint('name'),
+    )
 
 
 def downgrade() -> None:
+    op.drop_table('settings')
     # ALTER TABLE ... DROP COLUMN (SQLite 3.35+), as in 0003.
     op.drop_index('ix_tickets_requester', table_name='tickets')
     op.drop_index('ix_tickets_assignee', table_name='tickets')
