@@ -19,11 +19,13 @@ import re
 import unicodedata
 from dataclasses import dataclass, field
 from email.generator import BytesGenerator
+from typing import NamedTuple
 
 from maildesk.mail import charsets
 
 __all__ = [
     "Attachment",
+    "Part",
     "as_bytes",
     "forwarded_name",
     "message_bytes",
@@ -53,6 +55,14 @@ class Attachment:
         return hashlib.sha256(self.content).hexdigest()
 
 
+class Part(NamedTuple):
+    """A MIME part to attach, with the name and type to give it instead of its own."""
+
+    message: email.message.Message
+    name: str | None = None
+    content_type: str | None = None
+
+
 def forwarded_name(part: email.message.Message) -> str:
     """File name for a forwarded message/rfc822 part: its subject + ``.eml``."""
     payload = part.get_payload()
@@ -72,12 +82,12 @@ def message_bytes(message: email.message.Message) -> bytes:
     return out.getvalue()
 
 
-def name_attachments(parts) -> list[Attachment]:
-    """Attachments for ``(part, forced_name)`` pairs, safe names unique per message."""
+def name_attachments(parts: list[Part]) -> list[Attachment]:
+    """Attachments for ``parts``, safe names unique per message."""
     result: list[Attachment] = []
     used: set[str] = set()
-    for index, (part, forced_name) in enumerate(parts, start=1):
-        ctype = charsets.storable(part.get_content_type())
+    for index, (part, forced_name, forced_type) in enumerate(parts, start=1):
+        ctype = forced_type or charsets.storable(part.get_content_type())
         if ctype.startswith("message/"):
             payload = part.get_payload()
             inner = payload if isinstance(payload, list) else [payload]

@@ -72,6 +72,17 @@ def test_ingest_of_unusable_input_exits_65_and_stores_nothing(config_file: Path,
     assert json.loads(out) == []
 
 
+def test_ingest_stores_a_mail_with_a_nul_in_a_header_as_smtp_would(config_file: Path) -> None:
+    """One rule for every way in: a NUL in a header is a defect, not a reason to refuse the mail."""
+    raw = make_mail(subject="Nul inside", headers={"X-Mailer": "Mailer 1.0"}).replace(b"Mailer 1.0", b"Mai\x00ler")
+    result = run(config_file, "ingest", "--no-notify", stdin=raw)
+    assert result.returncode == 0, result.stderr
+    code, out = cli(config_file, "tickets", "show", "1", "--json")
+    [message] = json.loads(out)["messages"]
+    assert message["subject"] == "Nul inside"
+    assert "NUL byte in the header section; removed" in message["defects"]
+
+
 def test_ingest_exits_75_when_the_database_is_locked(tmp_path: Path) -> None:
     database = tmp_path / "locked.db"
     path = tmp_path / "locked.toml"
