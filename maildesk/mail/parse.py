@@ -131,10 +131,10 @@ def with_envelope_sender(parsed: ParsedMail, mail_from: str | None) -> ParsedMai
 def _raw_defects(original: bytes, data: bytes) -> list[str]:
     """What only the bytes show: line endings (before they are made LF) and the header section."""
     defects = []
-    bare = original.count(b"\n") - original.count(b"\r\n")
-    if bare and bare == original.count(b"\n"):
+    crlf = len(original) - len(data)  # each CRLF lost its CR
+    if not crlf and b"\n" in data:
         defects.append("bare LF line endings, not CRLF")
-    elif bare:
+    elif crlf and (bare := data.count(b"\n") - crlf):
         defects.append(f"mixed line endings: {bare} bare LF among CRLF")
     end = data.find(b"\n\n")
     head = data if end < 0 else data[:end + 1]

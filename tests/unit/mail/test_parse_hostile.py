@@ -89,7 +89,11 @@ def nested_messages(levels: int) -> bytes:
     return TOP + inner + b"\ninnermost\n"
 
 
-@pytest.mark.parametrize("build", [nested_multiparts, nested_messages])
+def nested_in_odd_case(levels: int) -> bytes:
+    return nested_messages(levels).replace(b"Content-Type: message/rfc822", b"cOnTeNt-TyPe: Message/RFC822")
+
+
+@pytest.mark.parametrize("build", [nested_multiparts, nested_messages, nested_in_odd_case])
 def test_a_thousand_levels_keep_the_top_level_headers_and_cap_the_depth(build) -> None:
     started = time.monotonic()
     parsed = parse(build(1000))
