@@ -23,7 +23,7 @@ import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from maildesk.mail import addresses, charsets, nesting, quotes
+from maildesk.mail import addresses, charsets, headfix, nesting, quotes
 from maildesk.mail.addresses import Address
 from maildesk.mail.attachments import (
     Attachment,
@@ -47,6 +47,8 @@ _MBOX_FROM = re.compile(rb"^From [^\r\n]*\r?\n")
 _MBOX_FROM_LINE = re.compile(rb"From [^\r\n]*\r?\n")  # _MBOX_FROM, to match at a position
 _LEADING_SPACE = re.compile(rb"[\r\n \t]*")
 _BLANK_LINE = re.compile(rb"\r?\n\r?\n")
+_JUNK_SCAN = 64 * 1024
+"""Bytes unusable_reason() reads for real headers after junk lines (headfix.header_start)."""
 _LONG_LINE = re.compile(rb"^[^\n]{999}", re.MULTILINE)
 _MAX_BOUNDARY = 70  # RFC 2046 §5.1.1
 _KNOWN_ENCODINGS = {
@@ -106,7 +108,9 @@ def parse(raw: bytes) -> ParsedMail:
     """Parse one message; never raises."""
     original = as_bytes(raw)
     data = original.replace(b"\r\n", b"\n")
-    defects = _raw_defects(original, data)
+    defects = _line_ending_defects(original, data)
+    data, mended = headfix.mend(data)
+    defects += mended + _header_section_defects(data)
     try:
         return _parse(data, defects)
     except Exception as exc:  # last line of defence
@@ -128,14 +132,19 @@ def with_envelope_sender(parsed: ParsedMail, mail_from: str | None) -> ParsedMai
     return dataclasses.replace(parsed, sender=Address(parsed.sender.name, found.address), defects=defects)
 
 
-def _raw_defects(original: bytes, data: bytes) -> list[str]:
-    """What only the bytes show: line endings (before they are made LF) and the header section."""
-    defects = []
+def _line_ending_defects(original: bytes, data: bytes) -> list[str]:
+    """Bare LF in ``original``, which ``data`` is with CRLF made LF."""
     crlf = len(original) - len(data)  # each CRLF lost its CR
     if not crlf and b"\n" in data:
-        defects.append("bare LF line endings, not CRLF")
-    elif crlf and (bare := data.count(b"\n") - crlf):
-        defects.append(f"mixed line endings: {bare} bare LF among CRLF")
+        return ["bare LF line endings, not CRLF"]
+    if crlf and (bare := data.count(b"\n") - crlf):
+        return [f"mixed line endings: {bare} bare LF among CRLF"]
+    return []
+
+
+def _header_section_defects(data: bytes) -> list[str]:
+    """What only the raw header section shows: NUL bytes and overlong lines."""
+    defects = []
     end = data.find(b"\n\n")
     head = data if end < 0 else data[:end + 1]
     if b"\x00" in head:
@@ -158,6 +167,8 @@ def unusable_reason(raw: bytes) -> str | None:
     blank_line = _BLANK_LINE.search(data, start)
     head = data[start:blank_line.start() if blank_line else len(data)]
     if not _HEADER_LINE.match(head):
+        if headfix.header_start(data[start:start + _JUNK_SCAN].replace(b"\r\n", b"\n")):
+            return None  # junk lines, then real headers with a usable one among them
         return "no header section: the first line is not a 'Name: value' header"
     names = {
         m.group(1).decode("ascii").lower()

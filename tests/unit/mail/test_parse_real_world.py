@@ -1,0 +1,60 @@
+"""Real-world mail that bends the rules (issue #16): broken header sections, odd senders, names, charsets."""
+
+from __future__ import annotations
+
+import pytest
+
+from maildesk.mail.addresses import Address
+from maildesk.mail.parse import parse, unusable_reason
+
+# --- header sections the stdlib would end early -------------------------------------
+
+
+UNFOLDED = (
+    b"From: Budi Santoso <budi@pelanggan.example>\n"
+    b"To: support@example.com\n"
+    b"Subject: Printer in the second floor meeting room prints only blank pages since the update\n"
+    b"of last Tuesday, please help\n"
+    b"References: <a1@pelanggan.example>\n"
+    b"<a2@pelanggan.example>\n"
+    b"Message-ID: <a3@pelanggan.example>\n"
+    b"Date: Mon, 2 Nov 2026 09:30:00 +0700\n"
+    b"\n"
+    b"Hello,\nsince the update the printer prints blank pages.\n"
+)
+
+
+def test_continuation_lines_without_leading_blank_are_joined() -> None:
+    parsed = parse(UNFOLDED)
+    assert parsed.subject == ("Printer in the second floor meeting room prints only blank pages since the update "
+                              "of last Tuesday, please help")
+    assert parsed.sender == Address("Budi Santoso", "budi@pelanggan.example")
+    assert parsed.references == ["<a1@pelanggan.example>", "<a2@pelanggan.example>"]
+    assert parsed.message_id == "<a3@pelanggan.example>"
+    assert parsed.text == "Hello,\nsince the update the printer prints blank pages."
+    assert ("2 header lines without a name joined to the header before "
+            "(a continuation that lost its leading blank)") in parsed.defects
+    # With no header after it, such a line starts the body, as the stdlib reads it.
+    body_first = parse(b"From: a@pelanggan.example\nSubject: Hi\nMessage-ID: <x@p.example>\nHello there\n\nmore\n")
+    assert (body_first.subject, body_first.text) == ("Hi", "Hello there\n\nmore")
+
+
+@pytest.mark.parametrize(
+    "junk",
+    [
+        b"---- Original email message ----\n",
+        b">From budi@pelanggan.example Mon Nov  2 09:30:00 2026\n",
+        b"\n",
+        b"Saved by MailArchiver 2.1\n\n",
+    ],
+)
+def test_junk_before_the_header_section_is_skipped(junk: bytes) -> None:
+    raw = junk + UNFOLDED.replace(b"\nof last", b" of last").replace(b"\n<a2", b" <a2")
+    assert unusable_reason(raw) is None
+    parsed = parse(raw)
+    assert parsed.sender == Address("Budi Santoso", "budi@pelanggan.example")
+    assert parsed.subject.startswith("Printer in the second floor")
+    assert parsed.text == "Hello,\nsince the update the printer prints blank pages."
+    lines = junk.count(b"\n")
+    assert f"{lines} line{'s' if lines > 1 else ''} before the header section skipped" in parsed.defects
+    assert unusable_reason(junk + b"please help me.\nThanks: Budi\n") is not None  # no real headers after it
