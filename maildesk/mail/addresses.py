@@ -124,7 +124,8 @@ def _split_address_list(value: str) -> list[str]:
     merged: list[str] = []
     for item in items:
         # "Doe, John <john@x.com>": an unquoted display name with a comma.
-        if merged and "<" in item and "@" not in merged[-1] and "<" not in merged[-1]:
+        named = "<" in item or _NAME_THEN_ADDRESS.fullmatch(item)
+        if merged and named and "@" not in merged[-1] and "<" not in merged[-1]:
             merged[-1] = f"{merged[-1]}, {item}"
         else:
             merged.append(item)
@@ -139,9 +140,17 @@ def _one_address(item: str, header: str, defects: list[str]) -> Address:
     else:
         name = comments[0] if comments else ""
         address = re.sub(r"\([^()]*\)", " ", item)
+        bare = _NAME_THEN_ADDRESS.fullmatch(address.strip())
+        if bare and not bare.group(1).endswith("."):
+            name, address = bare.groups()
+            defects.append(f"{header}: address without angle brackets after the name {name.strip()!r}")
     name = _unquote(name.strip())
     name, _ = charsets.decode_words(name)
     address = canonical(address)
+    if name.casefold() == address.casefold():
+        name = ""  # "a@b.example" <a@b.example>: the address again, no name
+    elif "@" in name and _BARE_ADDRESS.fullmatch(name.strip("'<> ")) and address:
+        defects.append(f"{header}: the name {name!r} is another address than {address!r}, where replies go")
     if address and "@" not in address:
         embedded = re.search(r"[^\s<>\"'(),;:]+@[^\s<>\"'(),;:]+\.[^\s<>\"'(),;:]+", item)
         if embedded:
@@ -153,6 +162,11 @@ def _one_address(item: str, header: str, defects: list[str]) -> Address:
             defects.append(f"{header}: unusable address {item!r}")
             address = ""
     return Address(" ".join(name.split()), address)
+
+
+_BARE_ADDRESS = re.compile(r'[^\s"<>()@,;:]+@[^\s"<>()@,;:]+')
+_NAME_THEN_ADDRESS = re.compile(r'(.*\S)\s+([^\s"<>()@,;:]+@[^\s"<>()@,;:]+)')
+"""``Test test@example.com``: a display name, then an address without angle brackets."""
 
 
 def _unquote(text: str) -> str:

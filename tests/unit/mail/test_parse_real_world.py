@@ -58,3 +58,30 @@ def test_junk_before_the_header_section_is_skipped(junk: bytes) -> None:
     lines = junk.count(b"\n")
     assert f"{lines} line{'s' if lines > 1 else ''} before the header section skipped" in parsed.defects
     assert unusable_reason(junk + b"please help me.\nThanks: Budi\n") is not None  # no real headers after it
+
+
+# --- odd sender syntax --------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("header", "sender"),
+    [
+        (b"From: Test test@example.com", Address("Test", "test@example.com")),
+        (b'From: "Budi Santoso" budi@pelanggan.example', Address("Budi Santoso", "budi@pelanggan.example")),
+        (b"From: Santoso, Budi budi@pelanggan.example", Address("Santoso, Budi", "budi@pelanggan.example")),
+        (b'From: "budi@pelanggan.example" <budi@pelanggan.example>', Address("", "budi@pelanggan.example")),
+        (b"From: budi@pelanggan.example <BUDI@pelanggan.example>", Address("", "BUDI@pelanggan.example")),
+        (b'From: "Budi Santoso" <"budi santoso"@pelanggan.example>',
+         Address("Budi Santoso", '"budi santoso"@pelanggan.example')),
+    ],
+)
+def test_odd_sender_syntax_gives_the_reply_address_and_keeps_the_name(header: bytes, sender: Address) -> None:
+    assert parse(header + b"\nSubject: hi\nMessage-ID: <s@p.example>\n\nhello\n").sender == sender
+
+
+def test_a_name_that_is_another_address_is_a_defect() -> None:
+    parsed = parse(b'From: "ceo@example.com" <mallory@evil.example>\nSubject: Pay\n\nNow.\n')
+    assert parsed.sender == Address("ceo@example.com", "mallory@evil.example")
+    assert "From: the name 'ceo@example.com' is another address than 'mallory@evil.example', where replies go" \
+        in parsed.defects
+
