@@ -133,7 +133,7 @@ def _headers(msg: Message, name: str) -> list[str]:
     as parse does) and RFC 2047 encoded words decoded."""
     wanted = name.lower()
     values = [str(raw) for key, raw in msg.raw_items() if key.lower() == wanted]
-    hint = safe_call(msg.get_content_charset) if not all(map(str.isascii, values)) else None  # only 8-bit needs it
+    hint = safe_call(charsets.body_charset, msg) if not all(map(str.isascii, values)) else None  # only 8-bit needs it
     return [" ".join(charsets.header_text(value, hint=hint)[0].split()) for value in values]
 
 

@@ -214,7 +214,7 @@ class _Fields:
 def _parse(data: bytes, defects: list[str]) -> ParsedMail:
     capped, cut = nesting.cap_depth(data, MAX_DEPTH)
     message = email.parser.BytesParser(policy=email.policy.compat32).parsebytes(capped)
-    hint = safe_call(message.get_content_charset)
+    hint = safe_call(charsets.body_charset, message)
     fields = _fields(message, data, hint, defects)
     if cut:
         defects.append(f"MIME nesting deeper than {MAX_DEPTH} levels; the deeper parts kept as one attachment")

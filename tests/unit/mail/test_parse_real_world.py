@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+
 import pytest
 
 from maildesk.mail.addresses import Address
@@ -85,3 +87,42 @@ def test_a_name_that_is_another_address_is_a_defect() -> None:
     assert "From: the name 'ceo@example.com' is another address than 'mallory@evil.example', where replies go" \
         in parsed.defects
 
+
+# --- charsets -----------------------------------------------------------------------
+
+
+MICROSOFT_JIS = b'\x1b$B$*Ld$$9g$o$;-!-"!!|b66MM!!\x1b(I123\x1b(B \x1b$B#A#B#C\x1b(B'
+"""お問い合わせ①②　髙橋様　ｱｲｳ ＡＢＣ as Outlook writes it: NEC row 13 and an IBM kanji under ESC $ B."""
+
+
+def test_iso_2022_jp_with_microsofts_extensions_is_decoded() -> None:
+    raw = (b"From: takahashi@kokyaku.example\nSubject: =?ISO-2022-JP?B?" + base64.b64encode(MICROSOFT_JIS)
+           + b"?=\nMIME-Version: 1.0\nContent-Type: text/plain; charset=iso-2022-jp\n\n" + MICROSOFT_JIS + b"\n")
+    parsed = parse(raw)
+    assert parsed.subject == "お問い合わせ①② 髙橋様 ｱｲｳ ＡＢＣ"  # spaces of any kind made one
+    assert parsed.text == "お問い合わせ①②　髙橋様　ｱｲｳ ＡＢＣ"
+    assert not any("iso-2022-jp" in d.lower() for d in parsed.defects)
+
+
+def test_undeclared_8bit_names_are_read_in_their_script() -> None:
+    """Chinese and Cyrillic names came out as Big5, CP775 and the like; Japanese, Big5 and Latin must stay right."""
+    names = [("张伟", "gbk"), ("王小明", "gb18030"), ("Дмитрий Иванов", "cp1251"), ("山田太郎", "cp932"),
+             ("陳大文", "big5"), ("José Müller", "cp1252")]
+    read = [parse(b"From: " + name.encode(encoding) + b" <someone@pelanggan.example>\nSubject: hi\n\nhello\n")
+            .sender.name for name, encoding in names]
+    assert read == [name for name, _ in names]
+
+
+def test_an_8bit_name_takes_the_charset_of_the_first_text_part() -> None:
+    raw = (b"From: " + "김민수".encode("euc-kr") + b" <kim@gogaek.example>\nSubject: hi\nMIME-Version: 1.0\n"
+           b"Content-Type: multipart/alternative; boundary=b\n\n--b\nContent-Type: text/plain; charset=euc-kr\n\n"
+           + "안녕하세요".encode("euc-kr") + b"\n--b--\n")
+    assert parse(raw).sender.name == "김민수"
+
+
+def test_a_chinese_name_over_a_latin_body_is_read_as_chinese() -> None:
+    raw = (b"From: " + "李娜".encode("gbk") + b" <li@kehu.example>\nSubject: hi\n"
+           b"Content-Type: text/plain; charset=iso-8859-1\n\nGr\xfc\xdfe\n")
+    parsed = parse(raw)
+    assert parsed.sender.name == "李娜"
+    assert parsed.text == "Grüße"
