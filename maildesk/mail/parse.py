@@ -1,11 +1,12 @@
 """Raw message bytes -> ParsedMail: addresses, ids, date, body text, attachments.
 
 parse() never raises: whatever the bytes, the worst result is a ParsedMail
-whose ``defects`` say what was wrong. The stdlib parser (compat32 policy,
-the most forgiving one) builds the MIME tree; charsets.py decodes text;
-addresses.py reads the address headers; attachments.py names and decodes
-attachments; htmltext.py turns HTML into readable text; quotes.py finds
-the new text. Address, Attachment, html_to_text, message_bytes and
+whose ``defects`` say what was wrong. headfix.py mends a header section the
+stdlib would cut short and nesting.py caps how deep MIME nests; then the
+stdlib parser (compat32 policy, the most forgiving one) builds the MIME
+tree; charsets.py decodes text; addresses.py reads the address headers;
+attachments.py names and decodes attachments; htmltext.py turns HTML into
+readable text; quotes.py finds the new text. Address, Attachment, html_to_text, message_bytes and
 safe_filename are re-exported here, so callers can keep importing them
 from this module.
 """
@@ -212,6 +213,7 @@ class _Fields:
 
 
 def _parse(data: bytes, defects: list[str]) -> ParsedMail:
+    defects = list(defects)  # the caller's stay as they were for _fallback
     capped, cut = nesting.cap_depth(data, MAX_DEPTH)
     message = email.parser.BytesParser(policy=email.policy.compat32).parsebytes(capped)
     hint = safe_call(charsets.body_charset, message)
