@@ -5,8 +5,9 @@ parts) but every value may be junk: control characters, NUL, lone
 surrogates, mislabelled or invented charsets, broken encoded words, ids
 and lines far over any limit, dates at the edge of the calendar; senders
 that are missing, several or quoted; NUL in headers, unknown transfer
-encodings, overlong boundaries, bidi controls in file names, and MIME
-nested hundreds of levels deep. Half of them are then mutated at random
+encodings, overlong boundaries, bidi controls in file names, MIME nested
+hundreds of levels deep, junk above the headers and headers that lost
+their folding. Half of them are then mutated at random
 byte positions. ``mails(seed, n)`` always
 yields the same mails for the same seed.
 """
@@ -29,7 +30,7 @@ ODD_CHARACTERS = [
     "\u202e", "İ", "ß", "\ud800", "\udc80", "é", "中", "\t", "\r", "\n",
 ]  # fmt: skip
 ODD_BYTES = [
-    b"\x00", b"\xff", b"\xfe", b"\x80", b"\xc3", b"\xed\xa0\x80", b"\xe4\xb8\xad", b"\x1b$B", b"\r", b"\n ",
+    b"\x1b$B-!-\"\x1b(B", b"\x00", b"\xff", b"\xfe", b"\x80", b"\xc3", b"\xed\xa0\x80", b"\xe4\xb8\xad", b"\x1b$B", b"\r", b"\n ",
     b"\x0b", b"\x0c", b"=?", b"?=", b"<", b">", b'"', b"\\", b";", b",", b"@", b":", b"(", b")",
 ]  # fmt: skip
 DATES = [
@@ -50,6 +51,8 @@ def mails(seed: int, count: int) -> Iterator[tuple[bytes, bool]]:
         mail = _mail(rnd)
         if rnd.random() < 0.03:
             mail = _deeply_nested(rnd, mail)
+        if rnd.random() < 0.05:
+            mail = _broken_head(rnd, mail)
         if rnd.random() < 0.5:
             mail = _mutated(rnd, mail)
         yield mail, rnd.random() < 0.3
@@ -233,6 +236,18 @@ def _deeply_nested(rnd: random.Random, mail: bytes) -> bytes:
                        for i in range(levels))
     closing = b"".join(b"\n--%s--\n" % (boundary or b"b%d" % i) for i in reversed(range(levels)))
     return head + b"\nMIME-Version: 1.0\n" + opening + b"Content-Type: text/plain\n\n" + body + closing
+
+
+def _broken_head(rnd: random.Random, mail: bytes) -> bytes:
+    """``mail`` with junk above its headers, or a header line that lost its folding blank."""
+    if rnd.random() < 0.5:
+        junk = rnd.choice([b"---- Original email message ----\n", b">From x@y.example Mon Nov  2 09:30:00 2026\n",
+                           b"\n", _value(rnd, 40) + b"\n"])
+        return junk * rnd.randrange(1, 4) + mail
+    head, _, body = mail.partition(b"\n\n")
+    lines = head.split(b"\n")
+    lines.insert(rnd.randrange(1, len(lines) + 1), rnd.choice([b"of last Tuesday", b"<a2@x.example>", _value(rnd, 60)]))
+    return b"\n".join(lines) + b"\n\n" + body
 
 
 def _sender(rnd: random.Random) -> list[bytes]:
