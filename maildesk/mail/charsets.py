@@ -267,6 +267,7 @@ def has_surrogates(text: str) -> bool:
 
 
 _SHORT = 200
+_CONTROL_BYTES = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 """Bytes up to which ``_guess_short`` guesses before charset-normalizer, which needs more text."""
 
 
@@ -282,6 +283,8 @@ def _guess_short(data: bytes) -> tuple[str, str] | None:
     also valid GB2312 level 1; the body's charset, tried before, tells them
     apart).
     """
+    if _CONTROL_BYTES.search(data):
+        return None  # no name or subject has them: junk, for charset-normalizer
     best, best_score = None, 0.5
     for codec, common in _SHORT_CANDIDATES:
         text = _strict(data, codec)
