@@ -216,7 +216,8 @@ def _parse(data: bytes, defects: list[str]) -> ParsedMail:
     defects = list(defects)  # the caller's stay as they were for _fallback
     capped, cut = nesting.cap_depth(data, MAX_DEPTH)
     message = email.parser.BytesParser(policy=email.policy.compat32).parsebytes(capped)
-    hint = safe_call(charsets.body_charset, message)
+    eight_bit = not all(str(value).isascii() for _, value in message.raw_items())
+    hint = safe_call(charsets.body_charset, message) if eight_bit else None  # only 8-bit headers need it
     fields = _fields(message, data, hint, defects)
     if cut:
         defects.append(f"MIME nesting deeper than {MAX_DEPTH} levels; the deeper parts kept as one attachment")
