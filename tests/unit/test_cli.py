@@ -95,6 +95,8 @@ def test_a_part_sent_without_a_name_has_null_filename_and_a_name_from_its_type(
     code, out = cli(config_file, "inspect", str(path), "--json")
     [inspected] = json.loads(out)["attachments"]
     assert (inspected["filename"], inspected["safe_filename"]) == (None, "image.jpg")
+    code, out = cli(config_file, "inspect", str(path))
+    assert "Attachment:  image.jpg (image/jpeg, 6 bytes, sent without a name, sha256" in out
     assert run(config_file, "ingest", "--no-notify", str(path)).returncode == 0
     code, out = cli(config_file, "tickets", "show", "1", "--json")
     [message] = json.loads(out)["messages"]
