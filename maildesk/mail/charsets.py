@@ -272,33 +272,42 @@ _CONTROL_BYTES = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 
 def _guess_short(data: bytes) -> tuple[str, str] | None:
-    """The likeliest reading of a few 8-bit bytes (a name in a header): CJK and the common code pages.
+    """The likeliest reading of a few 8-bit bytes (a name in a header): CJK, then the common code pages.
 
     charset-normalizer reads a two-character Chinese name as Big5 or CP775
     as readily as GB18030. Here each candidate that decodes strictly is
     scored by how much of its non-ASCII text is common in that script: the
     first level of GB2312, kana and JIS level-1 kanji, KS X 1001 Hangul, the
     frequent Big5 hanzi, accented Latin letters among ASCII ones, Cyrillic
-    among Cyrillic. On a tie the earlier candidate wins (a Korean name is
-    also valid GB2312 level 1; the body's charset, tried before, tells them
-    apart).
+    among Cyrillic. A CJK reading of at least half common characters wins;
+    else a single-byte one. On a tie the earlier candidate wins (a Korean
+    name is also valid GB2312 level 1; the body's charset, tried before,
+    tells them apart).
     """
     if _CONTROL_BYTES.search(data):
         return None  # no name or subject has them: junk, for charset-normalizer
-    best, best_score = None, 0.5
-    for codec, common in _SHORT_CANDIDATES:
-        text = _strict(data, codec)
-        if text is None:
-            continue
-        foreign = [(i, c) for i, c in enumerate(text) if not c.isascii()]
-        score = sum(1 for i, c in foreign if common(text, i, c)) / len(foreign) if foreign else 0
-        if score > best_score:
-            best, best_score = (text, codec), score
-    return best
+    for tier in _SHORT_CANDIDATES:
+        best, best_score = None, 0.49  # at least half
+        for codec, common in tier:
+            text = _strict(data, codec)
+            if text is None:
+                continue
+            foreign = [(i, c) for i, c in enumerate(text) if not c.isascii()]
+            score = sum(1 for i, c in foreign if common(text, i, c)) / len(foreign) if foreign else 0
+            if score > best_score:
+                best, best_score = (text, codec), score
+        if best is not None:
+            return best
+    return None
 
 
-def _lead_byte_in(legacy: str, low: int, high: int):
+def _lead_byte_in(legacy: str, low: int, high: int, first: str, last: str):
+    """Common: a character from ``first`` to ``last`` whose ``legacy`` code starts with a byte from
+    ``low`` to ``high``, with no Latin letter right beside it (the trail byte of a misread
+    accented Latin letter is often the plain letter after it: "Ávila" as Big5)."""
     def common(text: str, index: int, char: str) -> bool:
+        if not first <= char <= last or _beside_latin(text, index):
+            return False
         try:
             encoded = char.encode(legacy)
         except UnicodeEncodeError:
@@ -307,28 +316,36 @@ def _lead_byte_in(legacy: str, low: int, high: int):
     return common
 
 
+def _beside_latin(text: str, index: int) -> bool:
+    neighbours = text[max(index - 1, 0):index] + text[index + 1:index + 2]
+    return any(n.isascii() and n.isalpha() for n in neighbours)
+
+
 def _japanese(text: str, index: int, char: str) -> bool:
-    return "\u3040" <= char <= "\u30ff" or _jis_level_1(text, index, char)
+    kana = "\u3040" <= char <= "\u30ff" and not _beside_latin(text, index)
+    return kana or _jis_level_1(text, index, char)
 
 
 def _among_ascii_letters(text: str, index: int, char: str) -> bool:
+    """An accented letter in a word with plain letters (Müller), or a word of its own (à)."""
     neighbours = text[max(index - 1, 0):index] + text[index + 1:index + 2]
-    return char.isalpha() and any(n.isascii() and n.isalpha() for n in neighbours)
+    return char.isalpha() and (_beside_latin(text, index) or not any(n.isalpha() for n in neighbours))
 
 
 def _among_cyrillic(text: str, index: int, char: str) -> bool:
-    neighbours = text[max(index - 1, 0):index] + text[index + 1:index + 2]
-    return "\u0400" <= char <= "\u04ff" and not any(n.isascii() and n.isalpha() for n in neighbours)
+    return "\u0400" <= char <= "\u04ff" and not _beside_latin(text, index)
 
 
-_jis_level_1 = _lead_byte_in("shift_jis", 0x88, 0x98)
+_IDEOGRAPHS = ("\u4e00", "\u9fff")
+_jis_level_1 = _lead_byte_in("shift_jis", 0x88, 0x98, *_IDEOGRAPHS)
 _SHORT_CANDIDATES = (
-    ("gb18030", _lead_byte_in("gb2312", 0xB0, 0xD7)),
-    ("cp932", _japanese),
-    ("cp949", _lead_byte_in("euc_kr", 0xB0, 0xC8)),
-    ("big5hkscs", _lead_byte_in("big5", 0xA4, 0xC6)),
-    ("cp1252", _among_ascii_letters),
-    ("cp1251", _among_cyrillic),
+    (  # first: CJK, which a single-byte code page would read as plausible-looking letters
+        ("gb18030", _lead_byte_in("gb2312", 0xB0, 0xD7, *_IDEOGRAPHS)),
+        ("cp932", _japanese),
+        ("cp949", _lead_byte_in("euc_kr", 0xB0, 0xC8, "\uac00", "\ud7a3")),
+        ("big5hkscs", _lead_byte_in("big5", 0xA4, 0xC6, *_IDEOGRAPHS)),
+    ),
+    (("cp1252", _among_ascii_letters), ("cp1251", _among_cyrillic)),
 )
 
 

@@ -106,8 +106,9 @@ def test_iso_2022_jp_with_microsofts_extensions_is_decoded() -> None:
 
 def test_undeclared_8bit_names_are_read_in_their_script() -> None:
     """Chinese and Cyrillic names came out as Big5, CP775 and the like; Japanese, Big5 and Latin must stay right."""
-    names = [("张伟", "gbk"), ("王小明", "gb18030"), ("Дмитрий Иванов", "cp1251"), ("山田太郎", "cp932"),
-             ("陳大文", "big5"), ("José Müller", "cp1252")]
+    names = [("张伟", "gbk"), ("王小明", "gb18030"), ("关于iPhone的问题", "gbk"), ("Дмитрий Иванов", "cp1251"),
+             ("Иван Петров", "cp1251"), ("山田太郎", "cp932"), ("Zoom会議のご案内", "cp932"), ("陳大文", "big5"),
+             ("José Müller", "cp1252"), ("Ávila", "cp1252"), ("Ça va", "cp1252"), ("Réunion à 10h", "cp1252")]
     read = [parse(b"From: " + name.encode(encoding) + b" <someone@pelanggan.example>\nSubject: hi\n\nhello\n")
             .sender.name for name, encoding in names]
     assert read == [name for name, _ in names]
