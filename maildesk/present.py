@@ -75,7 +75,7 @@ def message(row: Message) -> dict[str, Any]:
 
 def attachment(row: Attachment) -> dict[str, Any]:
     return {
-        "filename": row.filename,
+        "filename": row.filename or None,
         "safe_filename": row.safe_filename,
         "content_type": row.content_type,
         "size": row.size,
@@ -122,7 +122,7 @@ def inspected(parsed: ParsedMail, verdict: Classification) -> dict[str, Any]:
         "new_text": parsed.new_text,
         "attachments": [
             {
-                "filename": a.filename,
+                "filename": a.filename or None,
                 "safe_filename": a.safe_filename,
                 "content_type": a.content_type,
                 "size": a.size,

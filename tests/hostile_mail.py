@@ -3,8 +3,12 @@
 Each mail is shaped like a real one (From, To, Subject, Date, ids, MIME
 parts) but every value may be junk: control characters, NUL, lone
 surrogates, mislabelled or invented charsets, broken encoded words, ids
-and lines far over any limit, dates at the edge of the calendar. Half of
-them are then mutated at random byte positions. ``mails(seed, n)`` always
+and lines far over any limit, dates at the edge of the calendar; senders
+that are missing, several or quoted; NUL in headers, unknown transfer
+encodings, overlong boundaries, bidi controls in file names, MIME nested
+hundreds of levels deep, junk above the headers and headers that lost
+their folding. Half of them are then mutated at random
+byte positions. ``mails(seed, n)`` always
 yields the same mails for the same seed.
 """
 
@@ -26,7 +30,7 @@ ODD_CHARACTERS = [
     "\u202e", "İ", "ß", "\ud800", "\udc80", "é", "中", "\t", "\r", "\n",
 ]  # fmt: skip
 ODD_BYTES = [
-    b"\x00", b"\xff", b"\xfe", b"\x80", b"\xc3", b"\xed\xa0\x80", b"\xe4\xb8\xad", b"\x1b$B", b"\r", b"\n ",
+    b"\x1b$B-!-\"\x1b(B", b"\x00", b"\xff", b"\xfe", b"\x80", b"\xc3", b"\xed\xa0\x80", b"\xe4\xb8\xad", b"\x1b$B", b"\r", b"\n ",
     b"\x0b", b"\x0c", b"=?", b"?=", b"<", b">", b'"', b"\\", b";", b",", b"@", b":", b"(", b")",
 ]  # fmt: skip
 DATES = [
@@ -45,6 +49,10 @@ def mails(seed: int, count: int) -> Iterator[tuple[bytes, bool]]:
     rnd = random.Random(seed)
     for _ in range(count):
         mail = _mail(rnd)
+        if rnd.random() < 0.03:
+            mail = _deeply_nested(rnd, mail)
+        if rnd.random() < 0.05:
+            mail = _broken_head(rnd, mail)
         if rnd.random() < 0.5:
             mail = _mutated(rnd, mail)
         yield mail, rnd.random() < 0.3
@@ -131,6 +139,8 @@ def _part(rnd: random.Random, depth: int = 0) -> bytes:
         return b"Content-Type: message/rfc822\n\n" + _mail(rnd, depth + 1)
     if depth < 3 and roll < 0.2:
         boundary = b"B%d" % rnd.randrange(10**6)
+        if rnd.random() < 0.2:
+            boundary += b"-" * rnd.choice([64, 65, 200, 2000])
         parts = [_part(rnd, depth + 1) for _ in range(rnd.randrange(1, 4))]
         subtype = rnd.choice([b"mixed", b"alternative", b"related", b"report; report-type=delivery-status"])
         return (b"Content-Type: multipart/" + subtype + b"; boundary=" + boundary + b"\n\n"
@@ -152,7 +162,7 @@ def _part(rnd: random.Random, depth: int = 0) -> bytes:
         headers.append(b"Content-ID: " + _message_id(rnd))
     if rnd.random() < 0.3:
         headers.append(b"Content-Transfer-Encoding: " + rnd.choice(
-            [b"base64", b"quoted-printable", b"8bit", b"binary", b"x-uuencode", _value(rnd, 10)]))
+            [b"base64", b"quoted-printable", b"8bit", b"binary", b"x-uuencode", b"x-uuencode-weird", _value(rnd, 10)]))
     body = _value(rnd, 200)
     if rnd.random() < 0.2:
         body = b"<html><body>" + body + b"&#0;&#xD800;&#x110000;&#1;</body></html>"
@@ -166,6 +176,9 @@ def _disposition(rnd: random.Random) -> bytes:
     roll = rnd.random()
     if roll < 0.3:
         return disposition + b'; filename="' + _value(rnd, 60) + b'"'
+    if roll < 0.35:  # a right-to-left override or other bidi control disguising the name
+        control = rnd.choice(["\u202e", "\u202b", "\u2067", "\u200f", "\u061c"]).encode()
+        return disposition + b"; filename*=utf-8''invoice" + b"".join(b"%%%02X" % c for c in control) + b"fdp.exe"
     if roll < 0.6:  # RFC 2231, any charset, any byte
         encoded = b"".join(b"%%%02X" % rnd.randrange(256) if rnd.random() < 0.5 else bytes([rnd.randrange(0x61, 0x7A)])
                            for _ in range(rnd.randrange(1, 40)))
@@ -177,10 +190,11 @@ def _disposition(rnd: random.Random) -> bytes:
 
 def _mail(rnd: random.Random, depth: int = 0) -> bytes:
     headers = [
-        b"From: " + (_address(rnd) if rnd.random() < 0.5 else rnd.choice(
-            [b"Alice <alice@customer.example>", b"MAILER-DAEMON@mx.example", b"noreply@x.example"])),
+        *_sender(rnd),
         b"To: " + (b"support@example.com" if rnd.random() < 0.7 else _address(rnd) + b", support@example.com"),
     ]
+    if rnd.random() < 0.05:
+        headers.append(b"X-Junk: " + _value(rnd, 20) + b"\x00" + _value(rnd, 20))
     if rnd.random() < 0.3:
         headers.append(b"Cc: " + b", ".join(_address(rnd) for _ in range(rnd.randrange(1, 4))))
     if rnd.random() < 0.2:
@@ -226,6 +240,48 @@ def _trace_and_reply_tricks(rnd: random.Random) -> list[bytes]:
     if rnd.random() < 0.02:
         tricks.append(b"Cc: " + b",\n ".join(b"u%d@many.example" % n for n in range(rnd.choice([100, 101, 3000]))))
     return tricks
+
+
+def _deeply_nested(rnd: random.Random, mail: bytes) -> bytes:
+    """``mail``'s headers over its body wrapped in hundreds of multiparts or attached messages."""
+    head, _, body = mail.partition(b"\n\n")
+    head = b"\n".join(line for line in head.split(b"\n") if not line.lower().startswith(b"content-"))
+    levels = rnd.choice([60, 300, 1000, 2000])
+    if rnd.random() < 0.5:
+        inner = b"".join(b"Content-Type: message/rfc822\n\nSubject: level %d\n" % i for i in range(levels))
+        return head + b"\nMIME-Version: 1.0\n" + inner + b"\n" + body
+    boundary = b"same" if rnd.random() < 0.2 else None
+    opening = b"".join(b"Content-Type: multipart/mixed; boundary=%s\n\n--%s\n" % ((boundary or b"b%d" % i,) * 2)
+                       for i in range(levels))
+    closing = b"".join(b"\n--%s--\n" % (boundary or b"b%d" % i) for i in reversed(range(levels)))
+    return head + b"\nMIME-Version: 1.0\n" + opening + b"Content-Type: text/plain\n\n" + body + closing
+
+
+def _broken_head(rnd: random.Random, mail: bytes) -> bytes:
+    """``mail`` with junk above its headers, or a header line that lost its folding blank."""
+    if rnd.random() < 0.5:
+        junk = rnd.choice([b"---- Original email message ----\n", b">From x@y.example Mon Nov  2 09:30:00 2026\n",
+                           b"\n", _value(rnd, 40) + b"\n"])
+        return junk * rnd.randrange(1, 4) + mail
+    head, _, body = mail.partition(b"\n\n")
+    lines = head.split(b"\n")
+    lines.insert(rnd.randrange(1, len(lines) + 1), rnd.choice([b"of last Tuesday", b"<a2@x.example>", _value(rnd, 60)]))
+    return b"\n".join(lines) + b"\n\n" + body
+
+
+def _sender(rnd: random.Random) -> list[bytes]:
+    """From (and Sender) headers: one address, several, quoted local parts, or none at all."""
+    roll = rnd.random()
+    if roll < 0.05:
+        return []
+    if roll < 0.12:
+        several = [b"From: " + b", ".join(_address(rnd) for _ in range(rnd.randrange(2, 5)))]
+        return several + ([b"Sender: " + _address(rnd)] if rnd.random() < 0.5 else [])
+    if roll < 0.18:
+        local = rnd.choice([b'"john smith"', b'"a@good.example"', b'"a\\"b"', b'" "', b'"\xe4\xb8\xad x"', b'"x'])
+        return [b"From: " + rnd.choice([b"", b"Name ", b'"a@b.example" ']) + b"<" + local + b"@customer.example>"]
+    return [b"From: " + (_address(rnd) if rnd.random() < 0.5 else rnd.choice(
+        [b"Alice <alice@customer.example>", b"MAILER-DAEMON@mx.example", b"noreply@x.example"]))]
 
 
 def _mutated(rnd: random.Random, mail: bytes) -> bytes:

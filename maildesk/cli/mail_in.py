@@ -152,8 +152,9 @@ def inspect(app: App, file: Any, as_json: bool) -> None:
     for label, value in rows:
         click.echo(f"{label + ':':<13}{value}")
     for item in data["attachments"]:
+        sent_as = f"sent as {item['filename']!r}" if item["filename"] is not None else "sent without a name"
         click.echo(f"{'Attachment:':<13}{item['safe_filename']} ({item['content_type']}, {item['size']} bytes, "
-                   f"sent as {item['filename']!r}, sha256 {item['sha256'][:16]}…)")
+                   f"{sent_as}, sha256 {item['sha256'][:16]}…)")
     for defect in data["defects"]:
         click.echo(f"{'Defect:':<13}{defect}")
     click.echo("\n--- new text ---\n" + data["new_text"] + "\n--- full text ---\n" + data["text"])

@@ -8,13 +8,14 @@ than the stdlib's; every repair is reported in ``defects``.
 
 from __future__ import annotations
 
+import email.headerregistry
 import email.message
 import re
 from dataclasses import dataclass
 
 from maildesk.mail import charsets
 
-__all__ = ["Address", "address_fields", "addresses", "sender"]
+__all__ = ["NO_SENDER", "Address", "address_fields", "addresses", "canonical", "sender", "split_addr_spec"]
 
 
 @dataclass(frozen=True)
@@ -45,9 +46,19 @@ def address_fields(message: email.message.Message, hint: str | None) -> dict[str
     return fields
 
 
+NO_SENDER = "no sender address could be recovered"
+
+
 def sender(first: dict[str, str], defects: list[str]) -> Address:
-    """The From mailbox, or one recovered from Sender, Reply-To or Return-Path."""
+    """The From mailbox, or one recovered from Sender, Reply-To or Return-Path.
+
+    When From names several mailboxes, Sender says which of them sent the
+    mail (RFC 5322 §3.6.2); without a Sender the first is taken.
+    """
     found = addresses(first.get("from", ""), "From", defects)
+    authors = [a for a in found if a.address]
+    if len(authors) > 1:
+        return _one_author(authors, first, defects)
     if found and found[0].address:
         return found[0]
     name = found[0].name if found else ""
@@ -58,8 +69,18 @@ def sender(first: dict[str, str], defects: list[str]) -> Address:
             if candidate.address:
                 defects.append(f"From has no address; sender recovered from {header}")
                 return Address(name or candidate.name, candidate.address)
-    defects.append("no sender address could be recovered")
+    defects.append(NO_SENDER)
     return Address(name, "")
+
+
+def _one_author(authors: list[Address], first: dict[str, str], defects: list[str]) -> Address:
+    agent = next((a for a in addresses(first.get("sender", ""), "Sender", []) if a.address), None)
+    if agent is None:
+        defects.append(f"From names {len(authors)} addresses and there is no Sender; took the first")
+        return authors[0]
+    defects.append(f"From names {len(authors)} addresses; took {agent.address!r} from Sender")
+    same = [a for a in authors if a.address.casefold() == agent.address.casefold()]
+    return same[0] if same else agent
 
 
 def addresses(value: str, header: str, defects: list[str]) -> list[Address]:
@@ -103,7 +124,8 @@ def _split_address_list(value: str) -> list[str]:
     merged: list[str] = []
     for item in items:
         # "Doe, John <john@x.com>": an unquoted display name with a comma.
-        if merged and "<" in item and "@" not in merged[-1] and "<" not in merged[-1]:
+        named = "<" in item or _NAME_THEN_ADDRESS.fullmatch(item)
+        if merged and named and "@" not in merged[-1] and "<" not in merged[-1]:
             merged[-1] = f"{merged[-1]}, {item}"
         else:
             merged.append(item)
@@ -118,26 +140,80 @@ def _one_address(item: str, header: str, defects: list[str]) -> Address:
     else:
         name = comments[0] if comments else ""
         address = re.sub(r"\([^()]*\)", " ", item)
+        bare = _NAME_THEN_ADDRESS.fullmatch(address.strip())
+        if bare and not bare.group(1).endswith("."):
+            name, address = bare.groups()
+            defects.append(f"{header}: address without angle brackets after the name {name.strip()!r}")
     name = _unquote(name.strip())
     name, _ = charsets.decode_words(name)
-    address = "".join(address.split()).strip('"').removeprefix("mailto:")
+    address = canonical(address)
+    if name.casefold() == address.casefold():
+        name = ""  # "a@b.example" <a@b.example>: the address again, no name
+    elif "@" in name and _BARE_ADDRESS.fullmatch(name.strip("'<> ")) and address:
+        defects.append(f"{header}: the name {name!r} is another address than {address!r}, where replies go")
     if address and "@" not in address:
         embedded = re.search(r"[^\s<>\"'(),;:]+@[^\s<>\"'(),;:]+\.[^\s<>\"'(),;:]+", item)
         if embedded:
-            address = embedded.group(0)
+            address = canonical(embedded.group(0))
             defects.append(f"{header}: address recovered from {item!r}")
         elif re.fullmatch(r"[\w.!#$%&'*+/=?^`{|}~-]+", address):
             defects.append(f"{header}: address {address!r} has no domain")
         else:
             defects.append(f"{header}: unusable address {item!r}")
             address = ""
-    local, at, domain = address.rpartition("@")
-    if at:
-        address = f"{local}@{domain.lower()}"
     return Address(" ".join(name.split()), address)
+
+
+_BARE_ADDRESS = re.compile(r'[^\s"<>()@,;:]+@[^\s"<>()@,;:]+')
+_NAME_THEN_ADDRESS = re.compile(r'(.*\S)\s+([^\s"<>()@,;:]+@[^\s"<>()@,;:]+)')
+"""``Test test@example.com``: a display name, then an address without angle brackets."""
 
 
 def _unquote(text: str) -> str:
     if len(text) >= 2 and text[0] == text[-1] == '"':
         text = re.sub(r"\\(.)", r"\1", text[1:-1])
     return text
+
+
+_QUOTED = re.compile(r'"((?:[^"\\]|\\.)*)"')
+_LOCAL_PART = re.compile(r'(?:"(?:[^"\\]|\\.)*"|[^".@]+)(?:\.(?:"(?:[^"\\]|\\.)*"|[^".@]+))*')
+"""Quoted strings and atoms separated by dots (RFC 5322 §3.4.1, with obs-local-part)."""
+
+
+def canonical(text: str) -> str:
+    """An addr-spec as RFC 5322 writes it: no spaces outside quotes, the domain in lower case,
+    the local part quoted only when it needs to be (``"john smith"@x``, ``"a@b"@x``).
+
+    A whole address in quotes (``"alice@x.example"``) is unwrapped.
+    """
+    text = text.strip().removeprefix("mailto:")
+    parts = split_addr_spec(text)
+    if parts is None:
+        address = "".join(text.split()).strip('"').removeprefix("mailto:")
+        local, at, domain = address.rpartition("@")
+        return f"{local}@{domain.lower()}" if at else address
+    local, domain = parts
+    try:
+        return email.headerregistry.Address(username=local, domain=domain.lower()).addr_spec
+    except (ValueError, IndexError):
+        return f"{local}@{domain.lower()}"
+
+
+def split_addr_spec(text: str) -> tuple[str, str] | None:
+    """The local part (unquoted) and the domain of an addr-spec whose local part has a quoted
+    string; None for any other text, which callers split at its last "@"."""
+    if '"' not in text:
+        return None
+    pieces, position = [], 0
+    for match in _QUOTED.finditer(text):
+        pieces.append("".join(text[position:match.start()].split()))
+        pieces.append(match.group(0))
+        position = match.end()
+    pieces.append("".join(text[position:].split()))
+    compact = "".join(pieces)
+    masked = _QUOTED.sub(lambda m: "q" * len(m.group(0)), compact)
+    at = masked.rfind("@")
+    local, domain = compact[:at], compact[at + 1:]
+    if at < 1 or not domain or '"' in domain or not _LOCAL_PART.fullmatch(local):
+        return None
+    return _QUOTED.sub(lambda m: re.sub(r"\\(.)", r"\1", m.group(1)), local), domain

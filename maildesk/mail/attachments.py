@@ -3,8 +3,9 @@
 A part's file name comes from Content-Disposition ``filename`` or
 Content-Type ``name`` (RFC 2231 and encoded words decoded); safe_filename()
 turns it into one that is safe to write to disk, and name_attachments()
-keeps the safe names unique within a message. Forwarded messages become
-``.eml`` attachments named after their subject.
+keeps the safe names unique within a message. A part sent without a name
+keeps ``filename`` empty and gets a safe name from its type; forwarded
+messages are named after their subject, with ``.eml``.
 """
 
 from __future__ import annotations
@@ -19,11 +20,13 @@ import re
 import unicodedata
 from dataclasses import dataclass, field
 from email.generator import BytesGenerator
+from typing import NamedTuple
 
 from maildesk.mail import charsets
 
 __all__ = [
     "Attachment",
+    "Part",
     "as_bytes",
     "forwarded_name",
     "message_bytes",
@@ -53,6 +56,14 @@ class Attachment:
         return hashlib.sha256(self.content).hexdigest()
 
 
+class Part(NamedTuple):
+    """A MIME part to attach, with the name and type to give it instead of its own."""
+
+    message: email.message.Message
+    name: str | None = None
+    content_type: str | None = None
+
+
 def forwarded_name(part: email.message.Message) -> str:
     """File name for a forwarded message/rfc822 part: its subject + ``.eml``."""
     payload = part.get_payload()
@@ -72,12 +83,12 @@ def message_bytes(message: email.message.Message) -> bytes:
     return out.getvalue()
 
 
-def name_attachments(parts) -> list[Attachment]:
-    """Attachments for ``(part, forced_name)`` pairs, safe names unique per message."""
+def name_attachments(parts: list[Part]) -> list[Attachment]:
+    """Attachments for ``parts``, safe names unique per message."""
     result: list[Attachment] = []
     used: set[str] = set()
-    for index, (part, forced_name) in enumerate(parts, start=1):
-        ctype = charsets.storable(part.get_content_type())
+    for part, forced_name, forced_type in parts:
+        ctype = forced_type or charsets.storable(part.get_content_type())
         if ctype.startswith("message/"):
             payload = part.get_payload()
             inner = payload if isinstance(payload, list) else [payload]
@@ -89,8 +100,8 @@ def name_attachments(parts) -> list[Attachment]:
             content = safe_call(part.get_payload, decode=True)
             if not isinstance(content, bytes):
                 content = as_bytes(str(part.get_payload() or ""))
-        filename = _filename(part) or forced_name or ""
-        safe = safe_filename(filename, index, ctype)
+        filename = _filename(part)
+        safe = safe_filename(filename or forced_name or "", ctype)
         stem, dot, ext = safe.rpartition(".")
         base, ext = (stem, f".{ext}") if dot and stem else (safe, "")
         number, unique = 1, safe
@@ -135,8 +146,12 @@ _RESERVED = re.compile(r"^(con|prn|aux|nul|com\d|lpt\d)(\.|$)", re.IGNORECASE)
 _MAX_NAME = 150
 
 
-def safe_filename(filename: str, index: int = 1, content_type: str = "") -> str:
-    """A file name that is safe to write anywhere; never empty."""
+def safe_filename(filename: str, content_type: str = "") -> str:
+    """A file name that is safe to write anywhere; never empty.
+
+    A part with no usable name gets one made from its type (``image.jpg``,
+    ``document.pdf``, ``Delivery report.txt``).
+    """
     name = unicodedata.normalize("NFC", filename or "")
     name = re.split(r"[/\\]", re.sub(r"\s", " ", name))[-1]
     name = "".join(c for c in name if unicodedata.category(c) not in ("Cc", "Cf", "Cs"))
@@ -147,8 +162,8 @@ def safe_filename(filename: str, index: int = 1, content_type: str = "") -> str:
     if _RESERVED.match(name):
         name = f"_{name}"
     if bare_ext or not name.strip("_"):
-        ext = bare_ext or _type_extension(content_type)
-        return f"attachment{ext}" if index <= 1 else f"attachment-{index}{ext}"
+        stem, ext = _type_name(content_type)
+        return stem + (bare_ext or ext)
     if len(name) > _MAX_NAME:
         stem, dot, ext = name.rpartition(".")
         if dot and stem and len(ext) <= 16:
@@ -170,10 +185,29 @@ def _bare_extension(name: str) -> str:
     return ext if any(known) else ""
 
 
-def _type_extension(content_type: str) -> str:
+_REPORTS = {
+    "message/delivery-status": "Delivery report",
+    "message/global-delivery-status": "Delivery report",
+    "message/disposition-notification": "Read receipt",
+    "message/feedback-report": "Abuse report",
+    "text/rfc822-headers": "Returned headers",
+}
+_STEMS = {"image": "image", "audio": "audio", "video": "video", "font": "font", "text": "document",
+          "application": "document"}
+
+
+def _type_name(content_type: str) -> tuple[str, str]:
+    """A name and an extension for a part of ``content_type`` that came without a name."""
+    if content_type in _REPORTS:
+        return _REPORTS[content_type], ".txt"
     if content_type == "message/rfc822":
-        return ".eml"
-    return mimetypes.guess_extension(content_type or "") or ".bin"
+        return "message", ".eml"
+    if content_type == "text/calendar":
+        return "invitation", ".ics"
+    extension = mimetypes.guess_extension(content_type or "") if content_type != "application/octet-stream" else None
+    if extension is None:
+        return "attachment", ".bin"
+    return _STEMS.get(content_type.partition("/")[0], "attachment"), extension
 
 
 # --- helpers parse.py shares -----------------------------------------------

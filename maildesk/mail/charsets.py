@@ -16,6 +16,8 @@ import re
 
 import charset_normalizer
 
+from maildesk.mail import jis
+
 # Declared label -> codec actually used, which is a superset of the label.
 # None means "no usable label": detect from the bytes.
 _ALIASES: dict[str, str | None] = {
@@ -110,14 +112,18 @@ _ALIASES: dict[str, str | None] = {
 # 8-bit bytes is far more likely than the label being right.
 _UTF8_FIRST = {"cp1252", "cp1254", None}
 
-# If the superset codec fails, the label's own codec is worth one more try.
-_SECOND_CHOICE = {
-    "gb18030": "gb2312",
-    "cp932": "shift_jis_2004",
-    "cp949": "euc_kr",
-    "big5hkscs": "big5",
-    "iso2022_jp_ext": "iso2022_jp_2004",
-    "cp1252": "latin-1",
+_MICROSOFT_JIS = "iso-2022-jp as Microsoft writes it"
+"""Not a Python codec: jis.decode_microsoft()."""
+
+# If the superset codec fails, these are worth a try, in order: the label's
+# own codec, or (ISO-2022-JP) the other supersets and Microsoft's variant.
+_MORE_CHOICES = {
+    "gb18030": ("gb2312",),
+    "cp932": ("shift_jis_2004",),
+    "cp949": ("euc_kr",),
+    "big5hkscs": ("big5",),
+    "iso2022_jp_ext": ("iso2022_jp_2004", "iso2022_jp_2", "iso2022_jp_3", _MICROSOFT_JIS),
+    "cp1252": ("latin-1",),
 }
 
 _CP_DASH = re.compile(r"^(?:cp|ibm|windows|win|x-cp|ms)[-_ ]?(\d{3,5})$")
@@ -137,6 +143,22 @@ def storable(text: str) -> str:
     both, and no driver can encode a surrogate.
     """
     return _SURROGATE.sub("\ufffd", text.replace("\x00", ""))
+
+
+def body_charset(message) -> str | None:
+    """The charset declared for a message's text: its own, else its first text part's.
+
+    8-bit bytes in its headers are most likely in it too.
+    """
+    for part in message.walk():
+        if part.get_content_maintype() in ("text", "multipart"):
+            try:
+                label = part.get_content_charset()
+            except Exception:  # a broken parameter: no label
+                label = None
+            if label:
+                return label
+    return None
 
 
 def codec_for(label: str | None) -> str | None:
@@ -198,14 +220,15 @@ def _decode(data: bytes, label: str | None) -> tuple[str, str | None]:
                 return text, f"charset {shown!r} mislabels UTF-8 bytes; decoded as UTF-8"
             return text, None
     if codec is not None:
-        for candidate in (codec, _SECOND_CHOICE.get(codec)):
-            text = _strict(data, candidate) if candidate else None
+        for candidate in (codec, *_MORE_CHOICES.get(codec, ())):
+            text = _strict(data, candidate)
             if text is not None:
                 return text, None
         text = _strict(data, "utf-8")
         if text is not None:
             return text, f"bytes are not valid {shown!r}; decoded as UTF-8"
-    detected = _detect(data)
+    detected = _guess_short(data) if len(data) <= _SHORT else None
+    detected = detected or _detect(data)
     if detected is not None:
         text, guess = detected
         if not label:
@@ -227,6 +250,8 @@ def decode_lenient(data: bytes, label: str | None) -> str:
 
 
 def _strict(data: bytes, codec: str) -> str | None:
+    if codec == _MICROSOFT_JIS:
+        return jis.decode_microsoft(data)
     try:
         text = data.decode(codec)
     except (UnicodeError, LookupError, ValueError):
@@ -239,6 +264,89 @@ def _strict(data: bytes, codec: str) -> str | None:
 def has_surrogates(text: str) -> bool:
     """Whether ``text`` holds a surrogate: an undecodable byte kept by surrogateescape, or junk."""
     return _SURROGATE.search(text) is not None
+
+
+_SHORT = 200
+_CONTROL_BYTES = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+"""Bytes up to which ``_guess_short`` guesses before charset-normalizer, which needs more text."""
+
+
+def _guess_short(data: bytes) -> tuple[str, str] | None:
+    """The likeliest reading of a few 8-bit bytes (a name in a header): CJK, then the common code pages.
+
+    charset-normalizer reads a two-character Chinese name as Big5 or CP775
+    as readily as GB18030. Here each candidate that decodes strictly is
+    scored by how much of its non-ASCII text is common in that script: the
+    first level of GB2312, kana and JIS level-1 kanji, KS X 1001 Hangul, the
+    frequent Big5 hanzi, accented Latin letters among ASCII ones, Cyrillic
+    among Cyrillic. A CJK reading of at least half common characters wins;
+    else a single-byte one. On a tie the earlier candidate wins (a Korean
+    name is also valid GB2312 level 1; the body's charset, tried before,
+    tells them apart).
+    """
+    if _CONTROL_BYTES.search(data):
+        return None  # no name or subject has them: junk, for charset-normalizer
+    for tier in _SHORT_CANDIDATES:
+        best, best_score = None, 0.49  # at least half
+        for codec, common in tier:
+            text = _strict(data, codec)
+            if text is None:
+                continue
+            foreign = [(i, c) for i, c in enumerate(text) if not c.isascii()]
+            score = sum(1 for i, c in foreign if common(text, i, c)) / len(foreign) if foreign else 0
+            if score > best_score:
+                best, best_score = (text, codec), score
+        if best is not None:
+            return best
+    return None
+
+
+def _lead_byte_in(legacy: str, low: int, high: int, first: str, last: str):
+    """Common: a character from ``first`` to ``last`` whose ``legacy`` code starts with a byte from
+    ``low`` to ``high``, with no Latin letter right beside it (the trail byte of a misread
+    accented Latin letter is often the plain letter after it: "Ávila" as Big5)."""
+    def common(text: str, index: int, char: str) -> bool:
+        if not first <= char <= last or _beside_latin(text, index):
+            return False
+        try:
+            encoded = char.encode(legacy)
+        except UnicodeEncodeError:
+            return False
+        return len(encoded) == 2 and low <= encoded[0] <= high
+    return common
+
+
+def _beside_latin(text: str, index: int) -> bool:
+    neighbours = text[max(index - 1, 0):index] + text[index + 1:index + 2]
+    return any(n.isascii() and n.isalpha() for n in neighbours)
+
+
+def _japanese(text: str, index: int, char: str) -> bool:
+    kana = "\u3040" <= char <= "\u30ff" and not _beside_latin(text, index)
+    return kana or _jis_level_1(text, index, char)
+
+
+def _among_ascii_letters(text: str, index: int, char: str) -> bool:
+    """An accented letter in a word with plain letters (Müller), or a word of its own (à)."""
+    neighbours = text[max(index - 1, 0):index] + text[index + 1:index + 2]
+    return char.isalpha() and (_beside_latin(text, index) or not any(n.isalpha() for n in neighbours))
+
+
+def _among_cyrillic(text: str, index: int, char: str) -> bool:
+    return "\u0400" <= char <= "\u04ff" and not _beside_latin(text, index)
+
+
+_IDEOGRAPHS = ("\u4e00", "\u9fff")
+_jis_level_1 = _lead_byte_in("shift_jis", 0x88, 0x98, *_IDEOGRAPHS)
+_SHORT_CANDIDATES = (
+    (  # first: CJK, which a single-byte code page would read as plausible-looking letters
+        ("gb18030", _lead_byte_in("gb2312", 0xB0, 0xD7, *_IDEOGRAPHS)),
+        ("cp932", _japanese),
+        ("cp949", _lead_byte_in("euc_kr", 0xB0, 0xC8, "\uac00", "\ud7a3")),
+        ("big5hkscs", _lead_byte_in("big5", 0xA4, 0xC6, *_IDEOGRAPHS)),
+    ),
+    (("cp1252", _among_ascii_letters), ("cp1251", _among_cyrillic)),
+)
 
 
 def _detect(data: bytes) -> tuple[str, str] | None:
@@ -277,13 +385,24 @@ def header_text(raw: str, words: bool = True, hint: str | None = None) -> tuple[
             data = text.encode("utf-8", "surrogateescape")
         except UnicodeEncodeError:  # a surrogate that stands for no byte
             data = storable(text).encode("utf-8", "surrogateescape")
-        text, defect = decode(data, hint)
+        text, defect = _header_bytes(data, hint)
         if defect:
             defects.append(f"8-bit header: {defect}")
     if not words:
         return text, defects
     text, word_defects = decode_words(text)
     return text, defects + word_defects
+
+
+def _header_bytes(data: bytes, hint: str | None) -> tuple[str, str | None]:
+    """8-bit header bytes in the body's charset ``hint``, unless that is a Latin code page (which
+    reads any bytes) and they are plainly in another script: a Chinese name over a Latin-1 body."""
+    codec = codec_for(hint)
+    if codec in _UTF8_FIRST and codec is not None and len(data) <= _SHORT and _strict(data, "utf-8") is None:
+        guess = _guess_short(data)
+        if guess is not None and guess[1] != codec:
+            return storable(guess[0]), f"not in the body's charset {hint!r}; detected {guess[1]}"
+    return decode(data, hint)
 
 
 def decode_words(value: str) -> tuple[str, list[str]]:

@@ -9,22 +9,29 @@ Order of precedence -- the first rule that matches decides:
 
 1. ``loop``: an ``X-Loop`` header equals one of ``loop_ids``, or the mail
    has passed more than ``MAX_HOPS`` relays (``Received`` headers).
-2. ``bounce``: the message is a DSN (``multipart/report;
-   report-type=delivery-status``) reporting a failure or a delay; or
+2. ``complaint``: an abuse report in the Abuse Reporting Format (RFC 5965:
+   ``multipart/report; report-type=feedback-report`` or a
+   ``message/feedback-report`` part); ``bounced_message_ids`` names the mail
+   complained about, as for a bounce.
+3. ``bounce``: the message is a DSN (``multipart/report;
+   report-type=delivery-status``, or a ``message/delivery-status`` part in
+   any other multipart) reporting a failure or a delay; or
    flufl.bounce finds failed recipients; or the sender is MAILER-DAEMON /
-   postmaster (or empty) and the subject is a typical bounce subject.
+   postmaster (or empty) and the subject is a typical bounce subject (in
+   English, German, French, Italian, Dutch, Spanish, Portuguese, Indonesian,
+   the Nordic languages, Polish, Russian, Japanese, Chinese and Korean).
    flufl.bounce's body heuristics only run on mail that already looks like it
    came from a mail system (robot sender, bounce subject, multipart/report,
    ``X-Failed-Recipients``): a customer forwarding a bounce stays ``normal``,
    and ordinary mail is not scanned by dozens of regexes.  ``bounced_message_ids``
    keeps only IDs under ``own_domains`` when any are given.
-3. ``loop``: the message's own top-level ``Message-ID`` is under one of
+4. ``loop``: the message's own top-level ``Message-ID`` is under one of
    ``own_domains`` (our own mail came back).  This comes after ``bounce``
    because a bounce produced by our own MTA carries a Message-ID under our
    domain too, and it is still a bounce.  Only the top-level headers count:
    our Message-ID inside a bounce's embedded headers makes it a bounce of our
    mail, not a loop.
-4. ``auto_reply``: ``Auto-Submitted: auto-replied``; ``Precedence:
+5. ``auto_reply``: ``Auto-Submitted: auto-replied``; ``Precedence:
    auto_reply``; or an auto-reply subject ("Automatic reply:", "Automatische
    Antwort:", "Réponse automatique :", "Auto:", "Out of Office", ...) together
    with a header that shows software was involved (``Auto-Submitted`` other
@@ -33,13 +40,13 @@ Order of precedence -- the first rule that matches decides:
    ``X-Auto-Response-Suppress`` alone (a request, not a claim), is not enough;
    ``Auto-Submitted: no`` disables the subject heuristic; a ``multipart/report``
    is never an auto-reply.
-5. ``auto_generated``: ``Auto-Submitted`` with any value other than ``no``;
+6. ``auto_generated``: ``Auto-Submitted`` with any value other than ``no``;
    ``Precedence: junk``; ``X-Autoreply`` / ``X-Autorespond`` without an
    auto-reply subject; a read receipt (``report-type=disposition-notification``)
    or a DSN that reports only successful delivery.
-6. ``list``: ``List-Id``, ``List-Unsubscribe``, ``List-Post``,
+7. ``list``: ``List-Id``, ``List-Unsubscribe``, ``List-Post``,
    ``X-Mailing-List``, ``Mailing-List``, ``Precedence: list/bulk``.
-7. ``normal``.
+8. ``normal``.
 """
 
 from __future__ import annotations
@@ -56,8 +63,8 @@ from maildesk.mail import charsets
 from maildesk.mail.attachments import safe_call
 from maildesk.patterns import compile_robot_pattern
 
-NORMAL, AUTO_REPLY, AUTO_GENERATED, BOUNCE, LIST, LOOP = (
-    "normal", "auto_reply", "auto_generated", "bounce", "list", "loop")
+NORMAL, AUTO_REPLY, AUTO_GENERATED, BOUNCE, COMPLAINT, LIST, LOOP = (
+    "normal", "auto_reply", "auto_generated", "bounce", "complaint", "list", "loop")
 
 
 @dataclass(frozen=True)
@@ -79,11 +86,22 @@ DEFAULT_ROBOT_PATTERN = (
 _MAIL_SYSTEM = re.compile(r"(?:mailer-?daemon|mail-daemon|postmaster)(?:@.*)?", re.IGNORECASE)
 
 _BOUNCE_SUBJECT = re.compile(
-    r"\s*(?:undeliver(?:able|ed)|delivery status notification|failure notice"
+    r"\s*[\[【(（<]?\s*(?:undeliver(?:able|ed)|delivery status notification|failure notice"
     r"|mail delivery (?:failed|failure|system)|returned mail|delayed mail"
     r"|delivery (?:failure|failed|has failed|delayed|notification)"
     r"|warning: could not send|non[- ]?delivery|unzustellbar|nicht zustellbar"
-    r"|non remis|non recapitabile|onbestelbaar)", re.IGNORECASE)
+    r"|benachrichtigung zum (?:übermittlungs|zustell)status|übermittlungsfehler"
+    r"|non remis|non distribuable|[ée]chec de (?:la )?(?:remise|distribution)"
+    r"|notification d.[ée]tat de (?:la )?remise"
+    r"|non recapitabile|mancato recapito|onbestelbaar|niet afgeleverd"
+    r"|no se (?:pudo|puede) entregar|no entregado|notificaci[óo]n de estado de (?:la )?entrega"
+    r"|n[ãa]o (?:foi poss[íi]vel )?entreg|notifica[çc][ãa]o de status de entrega"
+    r"|(?:pesan |email |surel )?(?:tidak (?:dapat )?terkirim|gagal (?:ter)?kirim)|pengiriman gagal"
+    r"|ej levererbart|kunne ikke leveres|kan ikke leveres|niedostarczalna|nie dostarczono"
+    r"|недоставленное сообщение|не доставлено|сообщение не доставлено"
+    r"|配信不能|配信エラー|配送エラー|配信失敗|配送失敗|送信できませんでした|エラーメール"
+    r"|退信|系统退信|系統退信|无法投递|無法投遞|邮件投递失败|未能送达"
+    r"|배달 ?실패|전송 ?실패|반송)", re.IGNORECASE)
 _DELAY_SUBJECT = re.compile(r"delay|still being retried|verz[öo]gert|retard", re.IGNORECASE)
 _AUTO_REPLY_SUBJECT = re.compile(
     r"\s*\[?\s*(?:auto(?:matic)?[ -]?(?:reply|response)|auto:|automatische antwort"
@@ -94,6 +112,8 @@ _FORWARD_OR_REPLY = re.compile(r"\s*(?:re|aw|sv|vs|fwd?|wg|tr|rv|i)\s*:", re.IGN
 _MSGID = re.compile(r"<[^<>\s@]+@[^<>\s]+>")
 _QUOTED_MSGID = re.compile(r"^[ \t>]*Message-ID:[ \t]*\r?\n?[ \t]*(<[^<>\s@]+@[^<>\s]+>)",
                            re.IGNORECASE | re.MULTILINE)
+_DELIVERY_STATUS = ("message/delivery-status", "message/global-delivery-status")
+_FEEDBACK_REPORT = ("message/feedback-report",)
 _TEXT_LIMIT = 200_000  # bounce notices and quoted headers sit at the top of a part
 _LIST_HEADERS = ("List-Id", "List-Unsubscribe", "List-Post", "X-Mailing-List", "Mailing-List")
 MAX_HOPS = 100
@@ -129,6 +149,7 @@ def classify(message: Message, sender: str, *, loop_ids: Iterable[str] = (),
     """Classify ``message``; see the module docstring for the rules and their order."""
     domains = tuple(d.strip().lower() for d in own_domains if d.strip())
     return (_loop_by_header(message, loop_ids)
+            or _complaint(message, domains)
             or _bounce(message, sender, domains)
             or _loop_by_message_id(message, domains)
             or _auto_reply(message)
@@ -144,7 +165,7 @@ def _headers(msg: Message, name: str) -> list[str]:
     as parse does) and RFC 2047 encoded words decoded."""
     wanted = name.lower()
     values = [str(raw) for key, raw in msg.raw_items() if key.lower() == wanted]
-    hint = safe_call(msg.get_content_charset) if not all(map(str.isascii, values)) else None  # only 8-bit needs it
+    hint = safe_call(charsets.body_charset, msg) if not all(map(str.isascii, values)) else None  # only 8-bit needs it
     return [" ".join(charsets.header_text(value, hint=hint)[0].split()) for value in values]
 
 
@@ -208,8 +229,7 @@ def _dsn_actions(msg: Message) -> set[str]:
     """The Action: values of the per-recipient blocks of every delivery-status part."""
     actions: set[str] = set()
     for part in _own_parts(msg):
-        if part.get_content_type() not in ("message/delivery-status",
-                                           "message/global-delivery-status"):
+        if part.get_content_type() not in _DELIVERY_STATUS:
             continue
         payload = part.get_payload()
         if isinstance(payload, list):
@@ -224,7 +244,12 @@ def _dsn_actions(msg: Message) -> set[str]:
 def _looks_like_mail_system(msg: Message, sender: str, subject: str) -> bool:
     robot = is_robot_address(sender) and not _FORWARD_OR_REPLY.match(subject)
     return (robot or bool(_BOUNCE_SUBJECT.match(subject)) or bool(_report_type(msg))
-            or bool(_headers(msg, "X-Failed-Recipients")))
+            or bool(_headers(msg, "X-Failed-Recipients")) or _has_part(msg, _DELIVERY_STATUS))
+
+
+def _has_part(msg: Message, types: tuple[str, ...]) -> bool:
+    """Whether ``msg`` itself (not a message attached to it) has a part of one of ``types``."""
+    return any(part.get_content_type() in types for part in _own_parts(msg))
 
 
 def _bounce(msg: Message, sender: str, domains: tuple[str, ...]) -> Classification | None:
@@ -232,12 +257,14 @@ def _bounce(msg: Message, sender: str, domains: tuple[str, ...]) -> Classificati
     if not _looks_like_mail_system(msg, sender, subject):
         return None
     actions = _dsn_actions(msg)
-    is_dsn = _report_type(msg) == "delivery-status"
+    report = _report_type(msg) == "delivery-status"
+    is_dsn = report or bool(actions)  # a delivery-status part outside a multipart/report still says it
     if is_dsn and actions and not actions & {"failed", "delayed", "error"}:
         return None  # a success DSN (delivered, relayed, expanded): see _auto_generated
     temporary, failed = _failures(msg)
     if is_dsn and (actions or temporary or failed):
-        reason = "DSN (multipart/report; report-type=delivery-status)"
+        reason = ("DSN (multipart/report; report-type=delivery-status)" if report
+                  else f"DSN ({'/'.join(sorted(actions))} in a message/delivery-status part)")
     elif xfailed := _header(msg, "X-Failed-Recipients"):
         reason = _shown("X-Failed-Recipients", xfailed)
     elif temporary or failed:
@@ -313,6 +340,18 @@ def _embedded(part: Message) -> Message:
         return payload[0]
     data = part.get_payload(decode=True)
     return BytesHeaderParser().parsebytes(data if isinstance(data, bytes) else b"")
+
+
+# -- complaints -------------------------------------------------------------------------------
+
+def _complaint(msg: Message, domains: tuple[str, ...]) -> Classification | None:
+    """An abuse report in the Abuse Reporting Format (RFC 5965): someone called our mail spam."""
+    if _report_type(msg) != "feedback-report" and not _has_part(msg, _FEEDBACK_REPORT):
+        return None
+    feedback = next((part for part in _own_parts(msg) if part.get_content_type() in _FEEDBACK_REPORT), None)
+    kind = _header(_embedded(feedback), "Feedback-Type") if feedback is not None else ""
+    reason = f"ARF feedback report (Feedback-Type: {kind or 'none given'})"
+    return Classification(COMPLAINT, reason, _bounced_ids(msg, domains))
 
 
 # -- auto-replies, notifications, lists --------------------------------------------------------

@@ -44,7 +44,7 @@ from email.utils import format_datetime
 from functools import lru_cache
 from itertools import accumulate
 
-from maildesk.mail import charsets
+from maildesk.mail import addresses, charsets
 
 
 class _HeaderClasses(HeaderRegistry):
@@ -216,8 +216,13 @@ class Outgoing:
 
 
 def address(name: str, addr: str) -> Address:
-    """A header address; a name with CR/LF or quotes stays one quoted display name."""
-    local, at, domain = clean(addr).rpartition("@")
+    """A header address; a name with CR/LF or quotes stays one quoted display name.
+
+    A quoted local part (``"john smith"@x``) keeps its quotes and its spaces, so
+    the relay delivers to the very mailbox that wrote to us.
+    """
+    quoted = addresses.split_addr_spec(_CONTROL.sub(" ", addr).strip())
+    local, at, domain = (quoted[0], "@", quoted[1]) if quoted else clean(addr).rpartition("@")
     if not at or not local or not domain:
         raise ValueError(f"cannot send mail to {addr!r}: not an address")
     try:

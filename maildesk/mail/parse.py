@@ -1,17 +1,20 @@
 """Raw message bytes -> ParsedMail: addresses, ids, date, body text, attachments.
 
 parse() never raises: whatever the bytes, the worst result is a ParsedMail
-whose ``defects`` say what was wrong. The stdlib parser (compat32 policy,
-the most forgiving one) builds the MIME tree; charsets.py decodes text;
-addresses.py reads the address headers; attachments.py names and decodes
-attachments; htmltext.py turns HTML into readable text; quotes.py finds
-the new text. Address, Attachment, html_to_text, message_bytes and
+whose ``defects`` say what was wrong. headfix.py mends a header section the
+stdlib would cut short and nesting.py caps how deep MIME nests; then the
+stdlib parser (compat32 policy, the most forgiving one) builds the MIME
+tree; charsets.py decodes text; addresses.py reads the address headers;
+attachments.py names and decodes attachments; htmltext.py turns HTML into
+readable text; quotes.py finds the new text. Address, Attachment, html_to_text, message_bytes and
 safe_filename are re-exported here, so callers can keep importing them
 from this module.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import email.errors
 import email.message
 import email.parser
 import email.policy
@@ -21,10 +24,11 @@ import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from maildesk.mail import addresses, charsets, quotes
+from maildesk.mail import addresses, charsets, headfix, nesting, quotes
 from maildesk.mail.addresses import Address
 from maildesk.mail.attachments import (
     Attachment,
+    Part,
     as_bytes,
     forwarded_name,
     message_bytes,
@@ -37,12 +41,26 @@ from maildesk.mail.htmltext import html_to_text
 SYNTHETIC_ID_DOMAIN = "maildesk.invalid"
 MAX_IDS = 100
 """Message-IDs kept of an In-Reply-To or References header (see ``_capped``)."""
-_MAX_DEPTH = 40
+MAX_DEPTH = 50
+"""MIME levels (multiparts and attached messages) read; anything deeper is kept as one attachment."""
 _HEADER_LINE = re.compile(rb"^[!-9;-~]+[ \t]*:")
 _MBOX_FROM = re.compile(rb"^From [^\r\n]*\r?\n")
 _MBOX_FROM_LINE = re.compile(rb"From [^\r\n]*\r?\n")  # _MBOX_FROM, to match at a position
 _LEADING_SPACE = re.compile(rb"[\r\n \t]*")
 _BLANK_LINE = re.compile(rb"\r?\n\r?\n")
+_JUNK_SCAN = 64 * 1024
+"""Bytes unusable_reason() reads for real headers after junk lines (headfix.header_start)."""
+_LONG_LINE = re.compile(rb"^[^\n]{999}", re.MULTILINE)
+_MAX_BOUNDARY = 70  # RFC 2046 §5.1.1
+_KNOWN_ENCODINGS = {
+    "", "7bit", "8bit", "binary", "base64", "quoted-printable", "x-uuencode", "uuencode", "x-uue", "uue",
+}  # fmt: skip
+_BASE64_DEFECTS = (
+    email.errors.InvalidBase64CharactersDefect,
+    email.errors.InvalidBase64LengthDefect,
+    email.errors.InvalidBase64PaddingDefect,
+)
+_BIDI_CONTROL = re.compile("[\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 _USABLE_HEADERS = {
     "from", "sender", "reply-to", "return-path", "to", "cc", "bcc",
     "delivered-to", "x-original-to", "envelope-to", "subject", "date",
@@ -83,16 +101,58 @@ __all__ = [
     "parse",
     "safe_filename",
     "unusable_reason",
+    "with_envelope_sender",
 ]
 
 
 def parse(raw: bytes) -> ParsedMail:
     """Parse one message; never raises."""
-    data = as_bytes(raw).replace(b"\r\n", b"\n")
+    original = as_bytes(raw)
+    data = original.replace(b"\r\n", b"\n")
+    defects = _line_ending_defects(original, data)
+    data, mended = headfix.mend(data)
+    defects += mended + _header_section_defects(data)
     try:
-        return _parse(data)
+        return _parse(data, defects)
     except Exception as exc:  # last line of defence
-        return _fallback(data, exc)
+        return _fallback(data, defects, exc)
+
+
+def with_envelope_sender(parsed: ParsedMail, mail_from: str | None) -> ParsedMail:
+    """``parsed``, its sender taken from the envelope (SMTP MAIL FROM) when no header gave one.
+
+    A null reverse path (a bounce) gives none, and ``parsed`` is returned as it is.
+    """
+    if parsed.sender.address or not mail_from:
+        return parsed
+    found = next((a for a in addresses.addresses(mail_from, "MAIL FROM", []) if a.address), None)
+    if found is None or "@" not in found.address:
+        return parsed
+    defects = [d for d in parsed.defects if d != addresses.NO_SENDER]
+    defects.append("no sender in the headers; taken from the envelope (MAIL FROM)")
+    return dataclasses.replace(parsed, sender=Address(parsed.sender.name, found.address), defects=defects)
+
+
+def _line_ending_defects(original: bytes, data: bytes) -> list[str]:
+    """Bare LF in ``original``, which ``data`` is with CRLF made LF."""
+    crlf = len(original) - len(data)  # each CRLF lost its CR
+    if not crlf and b"\n" in data:
+        return ["bare LF line endings, not CRLF"]
+    if crlf and (bare := data.count(b"\n") - crlf):
+        return [f"mixed line endings: {bare} bare LF among CRLF"]
+    return []
+
+
+def _header_section_defects(data: bytes) -> list[str]:
+    """What only the raw header section shows: NUL bytes and overlong lines."""
+    defects = []
+    end = data.find(b"\n\n")
+    head = data if end < 0 else data[:end + 1]
+    if b"\x00" in head:
+        defects.append("NUL byte in the header section; removed")
+    if _LONG_LINE.search(head):
+        defects.append("header line longer than 998 characters (RFC 5322 §2.1.1)")
+    return defects
 
 
 def unusable_reason(raw: bytes) -> str | None:
@@ -108,9 +168,9 @@ def unusable_reason(raw: bytes) -> str | None:
     blank_line = _BLANK_LINE.search(data, start)
     head = data[start:blank_line.start() if blank_line else len(data)]
     if not _HEADER_LINE.match(head):
+        if headfix.header_start(data[start:start + _JUNK_SCAN].replace(b"\r\n", b"\n")):
+            return None  # junk lines, then real headers with a usable one among them
         return "no header section: the first line is not a 'Name: value' header"
-    if b"\x00" in head:
-        return "binary data in the header section"
     names = {
         m.group(1).decode("ascii").lower()
         for m in re.finditer(rb"^([!-9;-~]+)[ \t]*:", head, re.MULTILINE)
@@ -135,26 +195,32 @@ def extract_ids(value: str) -> list[str]:
     return ids
 
 
-def _parse(data: bytes) -> ParsedMail:
-    message = email.parser.BytesParser(policy=email.policy.compat32).parsebytes(data)
-    defects: list[str] = []
-    hint = safe_call(message.get_content_charset)
-    headers = _decoded_headers(message, hint, defects)
-    first = _first_values(headers)
-    raw = addresses.address_fields(message, hint)
+@dataclass(frozen=True)
+class _Fields:
+    """What the header section says."""
 
-    sender = addresses.sender(raw, defects)
-    to = addresses.addresses(raw.get("to", ""), "To", defects)
-    cc = addresses.addresses(raw.get("cc", ""), "Cc", defects)
-    reply_to = addresses.addresses(raw.get("reply-to", ""), "Reply-To", defects)
-    subject = " ".join(first.get("subject", "").split())
-    date = _date(first.get("date"), defects)
-    message_id, synthesized = _message_id(first.get("message-id", ""), data, defects)
-    in_reply_to = _capped(
-        extract_ids(" ".join(v for n, v in headers if n.lower() == "in-reply-to")), "In-Reply-To", defects)
-    references = _capped(list(
-        dict.fromkeys(extract_ids(" ".join(v for n, v in headers if n.lower() == "references")))
-    ), "References", defects)
+    sender: Address
+    to: list[Address]
+    cc: list[Address]
+    reply_to: list[Address]
+    subject: str
+    date: datetime | None
+    message_id: str
+    message_id_synthesized: bool
+    in_reply_to: list[str]
+    references: list[str]
+    headers: list[tuple[str, str]]
+
+
+def _parse(data: bytes, defects: list[str]) -> ParsedMail:
+    defects = list(defects)  # the caller's stay as they were for _fallback
+    capped, cut = nesting.cap_depth(data, MAX_DEPTH)
+    message = email.parser.BytesParser(policy=email.policy.compat32).parsebytes(capped)
+    eight_bit = not all(str(value).isascii() for _, value in message.raw_items())
+    hint = safe_call(charsets.body_charset, message) if eight_bit else None  # only 8-bit headers need it
+    fields = _fields(message, data, hint, defects)
+    if cut:
+        defects.append(f"MIME nesting deeper than {MAX_DEPTH} levels; the deeper parts kept as one attachment")
 
     body = _Body()
     _walk(message, body, 0, defects)
@@ -166,52 +232,61 @@ def _parse(data: bytes) -> ParsedMail:
     else:
         text = ""
     text = _clean_text(text)
+    attachments = name_attachments(body.parts)
+    defects.extend(_decoding_defects(body))
+    defects.extend(_attachment_defects(attachments))
     return ParsedMail(
-        sender=sender,
-        to=to,
-        cc=cc,
-        reply_to=reply_to,
-        subject=subject,
-        date=date,
-        message_id=message_id,
-        message_id_synthesized=synthesized,
-        in_reply_to=in_reply_to,
-        references=references,
+        **vars(fields),
         text=text,
         html=html,
         new_text=quotes.new_text(text),
-        attachments=name_attachments(body.parts),
+        attachments=attachments,
         defects=list(dict.fromkeys(defects)),
-        headers=headers,
         message=message,
     )
 
 
-def _fallback(data: bytes, exc: BaseException) -> ParsedMail:
+def _fields(message: email.message.Message, data: bytes, hint: str | None, defects: list[str]) -> _Fields:
+    headers = _decoded_headers(message, hint, defects)
+    first = _first_values(headers)
+    raw = addresses.address_fields(message, hint)
+    sender = addresses.sender(raw, defects)
+    message_id, synthesized = _message_id(first.get("message-id", ""), data, defects)
+    return _Fields(
+        sender=sender,
+        to=addresses.addresses(raw.get("to", ""), "To", defects),
+        cc=addresses.addresses(raw.get("cc", ""), "Cc", defects),
+        reply_to=addresses.addresses(raw.get("reply-to", ""), "Reply-To", defects),
+        subject=" ".join(first.get("subject", "").split()),
+        date=_date(first.get("date"), defects),
+        message_id=message_id,
+        message_id_synthesized=synthesized,
+        in_reply_to=_capped(
+            extract_ids(" ".join(v for n, v in headers if n.lower() == "in-reply-to")), "In-Reply-To", defects),
+        references=_capped(list(
+            dict.fromkeys(extract_ids(" ".join(v for n, v in headers if n.lower() == "references")))
+        ), "References", defects),
+        headers=headers,
+    )
+
+
+def _fallback(data: bytes, defects: list[str], exc: BaseException) -> ParsedMail:
+    """The header section alone (which the stdlib reads without recursion), the rest as text."""
+    defects = [*defects, f"message could not be parsed ({type(exc).__name__}); kept as text"]
     try:
-        message = email.parser.BytesParser(policy=email.policy.compat32).parsebytes(
-            data, headersonly=True
-        )
+        message = email.parser.BytesParser(policy=email.policy.compat32).parsebytes(data, headersonly=True)
+        fields = _fields(message, data, None, defects)
     except Exception:
         message = email.message.Message()
+        fields = _Fields(Address("", ""), [], [], [], "", None, _synthetic_id(data), True, [], [], [])
     text = _clean_text(charsets.decode_lenient(data, None))
     return ParsedMail(
-        sender=Address("", ""),
-        to=[],
-        cc=[],
-        reply_to=[],
-        subject="",
-        date=None,
-        message_id=_synthetic_id(data),
-        message_id_synthesized=True,
-        in_reply_to=[],
-        references=[],
+        **vars(fields),
         text=text,
         html=None,
         new_text=text,
         attachments=[],
-        defects=[f"message could not be parsed ({type(exc).__name__}); kept as text"],
-        headers=[],
+        defects=list(dict.fromkeys(defects)),
         message=message,
     )
 
@@ -316,8 +391,30 @@ def _capped(ids: list[str], name: str, defects: list[str]) -> list[str]:
     return [ids[0], *ids[-(MAX_IDS - 1):]]
 
 
+_TRACE_FIELDS = frozenset({
+    b"received", b"x-received", b"return-path", b"delivered-to", b"x-original-to", b"envelope-to",
+    b"x-envelope-from", b"x-envelope-to", b"x-rcpt-to", b"received-spf", b"authentication-results",
+    b"dkim-signature", b"x-google-dkim-signature", b"domainkey-signature", b"x-original-authentication-results",
+    b"x-virus-scanned", b"x-gm-message-state", b"x-google-smtp-source", b"x-mailscanner",
+})  # fmt: skip
+_TRACE_PREFIXES = (b"arc-", b"x-spam", b"x-ms-exchange-", b"x-forefront-", b"x-microsoft-antispam", b"x-proofpoint-")
+_FIELD = re.compile(rb"[^\n]*\n(?:[ \t][^\n]*\n)*")
+"""One header field with its continuation lines."""
+
+
 def _synthetic_id(data: bytes) -> str:
-    return f"<{hashlib.sha256(data).hexdigest()[:32]}@{SYNTHETIC_ID_DOMAIN}>"
+    """An id made of the content alone: the headers relays add on the way are left out, so
+    a redelivery, with one more Received line, gets the same id and is known as a duplicate."""
+    end = data.find(b"\n\n")
+    head, body = (data[:end + 1], data[end + 1:]) if end >= 0 else (data + b"\n", b"")
+    digest = hashlib.sha256()
+    for index, field_bytes in enumerate(_FIELD.findall(head)):
+        name = field_bytes.split(b":", 1)[0].strip().lower()
+        mbox_from = index == 0 and field_bytes.startswith((b"From ", b">From "))
+        if not (mbox_from or name in _TRACE_FIELDS or name.startswith(_TRACE_PREFIXES)):
+            digest.update(field_bytes)
+    digest.update(body)
+    return f"<{digest.hexdigest()[:32]}@{SYNTHETIC_ID_DOMAIN}>"
 
 
 # --- body ------------------------------------------------------------------
@@ -327,28 +424,38 @@ def _synthetic_id(data: bytes) -> str:
 class _Body:
     plain: list[str] = field(default_factory=list)
     html: list[str] = field(default_factory=list)
-    parts: list[tuple[email.message.Message, str | None]] = field(default_factory=list)
+    parts: list[Part] = field(default_factory=list)
+    texts: list[email.message.Message] = field(default_factory=list)
+    """The parts decoded into ``plain`` and ``html``."""
 
 
 def _walk(part: email.message.Message, body: _Body, depth: int, defects: list[str]) -> None:
     ctype = charsets.storable(part.get_content_type())
     for defect in getattr(part, "defects", []):
         defects.append(f"MIME structure ({ctype}): {type(defect).__name__}")
-    if depth > _MAX_DEPTH:
+    if depth > MAX_DEPTH:
         defects.append("MIME nesting too deep; deeper parts ignored")
         return
     if ctype.startswith("message/"):
-        body.parts.append((part, forwarded_name(part) if ctype == "message/rfc822" else None))
+        body.parts.append(Part(part, forwarded_name(part) if ctype == "message/rfc822" else None))
     elif part.is_multipart() and isinstance(part.get_payload(), list):
         _walk_multipart(part, ctype, body, depth, defects)
+    elif (encoding := _encoding(part)) not in _KNOWN_ENCODINGS:
+        defects.append(f"{ctype}: unknown Content-Transfer-Encoding {encoding!r}; "
+                       "kept as an application/octet-stream attachment (RFC 2049)")
+        body.parts.append(Part(part, None, "application/octet-stream"))
     elif _is_attachment(part, ctype):
-        body.parts.append((part, None))
+        body.parts.append(Part(part))
     else:
         text = _part_text(part, defects)
+        body.texts.append(part)
         (body.html if ctype == "text/html" else body.plain).append(text)
 
 
 def _walk_multipart(part, ctype: str, body: _Body, depth: int, defects: list[str]) -> None:
+    boundary = safe_call(part.get_boundary)
+    if boundary and len(boundary) > _MAX_BOUNDARY:
+        defects.append(f"{ctype}: boundary longer than {_MAX_BOUNDARY} characters ({len(boundary)})")
     children = [p for p in part.get_payload() if isinstance(p, email.message.Message)]
     if ctype != "multipart/alternative":
         for child in children:
@@ -360,10 +467,34 @@ def _walk_multipart(part, ctype: str, body: _Body, depth: int, defects: list[str
         _walk(child, branch, depth + 1, defects)
         branches.append(branch)
         body.parts.extend(branch.parts)
+        body.texts.extend(branch.texts)
     plain = next((b.plain for b in branches if any(t.strip() for t in b.plain)), [])
     html = next((b.html for b in reversed(branches) if b.html), [])
     body.plain.extend(plain)
     body.html.extend(html)
+
+
+def _encoding(part: email.message.Message) -> str:
+    value = safe_call(part.get, "content-transfer-encoding", "")
+    return charsets.storable(" ".join(str(value).split()).strip("\"'").lower())
+
+
+def _decoding_defects(body: _Body) -> list[str]:
+    """Defects the stdlib finds only while it decodes a part (bad base64), after that decoding."""
+    found = []
+    for part in [*body.texts, *(p.message for p in body.parts)]:
+        for defect in getattr(part, "defects", []):
+            if isinstance(defect, _BASE64_DEFECTS):
+                ctype = charsets.storable(part.get_content_type())
+                found.append(f"{ctype}: invalid base64 ({type(defect).__name__}); decoded what could be")
+    return found
+
+
+def _attachment_defects(attachments: list[Attachment]) -> list[str]:
+    return [
+        f"attachment {a.safe_filename!r}: the file name has bidi control characters, which can disguise it"
+        for a in attachments if _BIDI_CONTROL.search(a.filename)
+    ]
 
 
 def _is_attachment(part: email.message.Message, ctype: str) -> bool:

@@ -72,6 +72,38 @@ def test_ingest_of_unusable_input_exits_65_and_stores_nothing(config_file: Path,
     assert json.loads(out)["items"] == []
 
 
+def test_ingest_stores_a_mail_with_a_nul_in_a_header_as_smtp_would(config_file: Path) -> None:
+    """One rule for every way in: a NUL in a header is a defect, not a reason to refuse the mail."""
+    raw = make_mail(subject="Nul inside", headers={"X-Mailer": "Mailer 1.0"}).replace(b"Mailer 1.0", b"Mai\x00ler")
+    result = run(config_file, "ingest", "--no-notify", stdin=raw)
+    assert result.returncode == 0, result.stderr
+    code, out = cli(config_file, "tickets", "show", "1", "--json")
+    [message] = json.loads(out)["messages"]
+    assert message["subject"] == "Nul inside"
+    assert "NUL byte in the header section; removed" in message["defects"]
+
+
+def test_a_part_sent_without_a_name_has_null_filename_and_a_name_from_its_type(
+    config_file: Path, tmp_path: Path
+) -> None:
+    raw = (b"From: Budi <budi@pelanggan.example>\nTo: support@example.com\nSubject: Photo\n"
+           b"Message-ID: <photo@pelanggan.example>\nMIME-Version: 1.0\nContent-Type: multipart/mixed; boundary=b\n\n"
+           b"--b\nContent-Type: text/plain\n\nSee the photo.\n"
+           b"--b\nContent-Type: image/jpeg\nContent-Transfer-Encoding: base64\n\n/9j/4AAQ\n--b--\n")
+    path = tmp_path / "photo.eml"
+    path.write_bytes(raw)
+    code, out = cli(config_file, "inspect", str(path), "--json")
+    [inspected] = json.loads(out)["attachments"]
+    assert (inspected["filename"], inspected["safe_filename"]) == (None, "image.jpg")
+    code, out = cli(config_file, "inspect", str(path))
+    assert "Attachment:  image.jpg (image/jpeg, 6 bytes, sent without a name, sha256" in out
+    assert run(config_file, "ingest", "--no-notify", str(path)).returncode == 0
+    code, out = cli(config_file, "tickets", "show", "1", "--json")
+    [message] = json.loads(out)["messages"]
+    [stored] = message["attachments"]
+    assert (stored["filename"], stored["safe_filename"]) == (None, "image.jpg")
+
+
 def test_ingest_exits_75_when_the_database_is_locked(tmp_path: Path) -> None:
     database = tmp_path / "locked.db"
     path = tmp_path / "locked.toml"

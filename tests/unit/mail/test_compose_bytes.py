@@ -98,6 +98,7 @@ CASES: dict[str, dict[str, object]] = {
     "surrogate in the topic": {"topic": "Caf\udce9 \udcff\udc80"},
     "non-ascii domain": {"to": [("Jürgen", "juergen@müller.example")]},
     "non-ascii local part": {"to": [("", "jürgen@customer.example"), ("Bob", "bob@customer.example")]},
+    "quoted local parts": {"to": [("John", '"john smith"@customer.example'), ("", '"a@b.example"@customer.example')]},
     # Threading and loop guards.
     "no threading, no guards": {
         "in_reply_to": None, "references": [], "auto_submitted": None, "bulk": False, "loop": "",
@@ -120,6 +121,16 @@ CASES: dict[str, dict[str, object]] = {
 def test_the_bytes_are_the_email_packages(overrides: dict[str, object]) -> None:
     out = outgoing(**overrides)
     assert compose_bytes(out) == compose(out).as_bytes()
+
+
+@pytest.mark.parametrize(
+    "addr", ['"john smith"@customer.example', '"a@good.example"@evil.example', '"a\\"b"@customer.example'])
+def test_a_quoted_local_part_is_sent_to_the_mailbox_it_names(addr: str) -> None:
+    """The To header holds a valid addr-spec, which reads back as the very same address."""
+    for raw in (compose_bytes(outgoing(to=[("John", addr)])), compose(outgoing(to=[("", addr)])).as_bytes()):
+        mail = email.message_from_bytes(raw, policy=default)
+        assert [a.addr_spec for a in mail["To"].addresses] == [addr]
+        assert mail["To"].defects == ()
 
 
 @pytest.mark.usefixtures("fixed_boundary")

@@ -101,7 +101,7 @@ def test_forwarded_message_is_an_eml_attachment():
     assert mail.text == "Forwarding the customer's complaint below."
     (forwarded,) = mail.attachments
     assert forwarded.content_type == "message/rfc822"
-    assert forwarded.filename == "Complaint about delivery - order 9.eml"
+    assert forwarded.filename == ""  # the sender gave it no name
     assert forwarded.safe_filename == "Complaint about delivery - order 9.eml"
     inner = parse(forwarded.content)
     assert inner.message_id == "<orig-1@example.org>"

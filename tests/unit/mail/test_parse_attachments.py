@@ -41,10 +41,23 @@ def test_safe_filename(name, expected):
     assert safe_filename(name) == expected
 
 
-def test_safe_filename_fallback_uses_position_and_type():
-    assert safe_filename("", 2, "application/pdf") == "attachment-2.pdf"
-    assert safe_filename("/", 3, "message/rfc822") == "attachment-3.eml"
-    assert safe_filename("x/../.pdf", 2, "application/octet-stream") == "attachment-2.pdf"
+@pytest.mark.parametrize(
+    ("name", "content_type", "expected"),
+    [
+        ("", "application/pdf", "document.pdf"),
+        ("/", "message/rfc822", "message.eml"),
+        ("x/../.pdf", "application/octet-stream", "attachment.pdf"),
+        ("", "application/octet-stream", "attachment.bin"),
+        ("", "image/jpeg", "image.jpg"),
+        ("", "text/html", "document.html"),
+        ("", "message/delivery-status", "Delivery report.txt"),
+        ("", "text/rfc822-headers", "Returned headers.txt"),
+        ("", "text/calendar", "invitation.ics"),
+        ("", "application/x-never-heard-of", "attachment.bin"),
+    ],
+)
+def test_a_part_without_a_usable_name_is_named_after_its_type(name, content_type, expected):
+    assert safe_filename(name, content_type) == expected
 
 
 def test_safe_filename_caps_length_keeping_extension():
@@ -113,7 +126,7 @@ def test_name_that_sanitises_to_an_extension_keeps_it_and_the_original():
     )
     (pdf,) = parse(raw).attachments
     assert pdf.filename == "契約書/../.pdf"
-    assert pdf.safe_filename == "attachment.pdf"
+    assert pdf.safe_filename == "document.pdf"
 
 
 def test_duplicate_names_get_distinct_safe_names():
@@ -127,8 +140,8 @@ def test_duplicate_names_get_distinct_safe_names():
     assert [a.safe_filename for a in attachments] == [
         "IMG.jpg",
         "img-2.jpg",
-        "attachment-3.jpg",
-        "attachment-4.jpg",
+        "image.jpg",
+        "image-2.jpg",
     ]
     assert [a.filename for a in attachments] == ["IMG.jpg", "img.jpg", "", ""]
 
@@ -138,7 +151,7 @@ def test_inline_image_without_disposition_uses_content_id():
     (image,) = parse(raw).attachments
     assert image.content_id == "logo@corp"
     assert image.inline
-    assert image.safe_filename == "attachment.gif"
+    assert image.safe_filename == "image.gif"
 
 
 def test_delivery_report_parts_are_attachments():
@@ -158,3 +171,5 @@ def test_delivery_report_parts_are_attachments():
     assert b"Status: 5.1.1" in status.content
     assert headers.content_type == "text/rfc822-headers"
     assert b"<orig@x>" in headers.content
+    assert [(a.filename, a.safe_filename) for a in mail.attachments] == [
+        ("", "Delivery report.txt"), ("", "Returned headers.txt")]

@@ -1,5 +1,6 @@
 """parse() never raises; unusable_reason() tells messages from garbage; line endings."""
 
+import dataclasses
 import random
 from pathlib import Path
 
@@ -20,11 +21,18 @@ def summary(mail: ParsedMail) -> tuple:
 
 
 @pytest.mark.parametrize("path", SAMPLES, ids=lambda p: p.name)
-def test_crlf_and_bare_lf_parse_the_same(path):
+def test_crlf_and_bare_lf_parse_the_same_but_for_a_defect(path):
     crlf = path.read_bytes()
     assert b"\r\n" in crlf
-    lf = crlf.replace(b"\r\n", b"\n")
-    assert summary(parse(crlf)) == summary(parse(lf))
+    lf = parse(crlf.replace(b"\r\n", b"\n"))
+    assert lf.defects[0] == "bare LF line endings, not CRLF"
+    assert summary(parse(crlf)) == summary(dataclasses.replace(lf, defects=lf.defects[1:]))
+
+
+def test_bare_lf_among_crlf_is_a_defect():
+    mail = parse(b"From: a@b.example\r\nSubject: mixed\nMessage-ID: <m@b.example>\r\n\r\nhi\n")
+    assert mail.defects[0] == "mixed line endings: 2 bare LF among CRLF"
+    assert mail.subject == "mixed"
 
 
 @pytest.mark.parametrize("path", SAMPLES, ids=lambda p: p.name)
@@ -97,7 +105,6 @@ def test_deep_nesting_does_not_raise():
         (b"\x89PNG\r\n\x1a\n\x00\x00", "no header section"),
         (b"Hello,\nplease help me with my order.\n", "no header section"),
         (b"X-Foo: bar\nContent-Type: text/plain\n\nbody\n", "no From/To/Subject/Date/Message-ID"),
-        (b"Subject: x\x00\x01\n\n", "binary data"),
         (b"From :MAILER-DAEMON Mon Nov  2 09:00:00 2026\n\nhello\n", "no header section"),  # an mbox line only
     ],
 )
