@@ -5,8 +5,8 @@ config, 65 unusable input (EX_DATAERR), 75 temporary failure (EX_TEMPFAIL).
 
 This module holds the ``main`` group and what every command shares; the
 commands themselves live in one module per group: ``mail_in`` (ingest,
-inspect), ``tickets``, ``queues`` (inbound, outbox) and ``admin``
-(check-config, serve, db, imap).
+inspect), ``tickets``, ``queues`` (inbound, outbox), ``rules`` (rules,
+agents) and ``admin`` (check-config, serve, db, imap).
 """
 
 from __future__ import annotations
@@ -110,13 +110,14 @@ def main(ctx: click.Context, config_path: str | None) -> None:
 
 
 # The commands import the helpers above, so they are registered last.
-from maildesk.cli import admin, mail_in, queues, tickets  # noqa: E402
+from maildesk.cli import admin, mail_in, queues, rules, tickets  # noqa: E402
 
 for _command in (
     admin.check_config, admin.serve, admin.db, admin.imap,
     mail_in.ingest, mail_in.inspect,
     tickets.tickets,
     queues.inbound, queues.outbox,
+    rules.rules, rules.agents,
 ):
     main.add_command(_command)
 del _command
