@@ -13,6 +13,7 @@ from sqlalchemy import create_engine, func, inspect, select
 
 from maildesk.cli import main
 from maildesk.models import Base
+from tests.helpers import make_mail
 
 DATA = Path(__file__).parents[1] / "data" / "rules"
 
@@ -303,3 +304,40 @@ def test_assign_and_set_queue_errors(config_file: Path, args: tuple[str, ...], c
     ingest_all(config_file)
     result = CliRunner().invoke(main, ["-c", str(config_file), "tickets", *args])
     assert result.exit_code == code and said in result.output and "Traceback" not in result.output
+
+
+def test_replay_of_mail_processed_before_any_rule_compares_with_the_defaults(
+    config_file: Path, tmp_path: Path
+) -> None:
+    without_rules = tmp_path / "no-rules.toml"
+    without_rules.write_text(config_file.read_text().split("[[rules]]", 1)[0])
+    ingest_all(without_rules)
+    rules_file = tmp_path / "new-rules.toml"
+    rules_file.write_text(CHANGED_RULES)
+
+    code, out = cli(without_rules, "rules", "replay", "--rules", str(rules_file), "--json")
+
+    assert code == 0
+    changes = {c["message_id"]: c for c in json.loads(out)}
+    assert set(changes) == {"<vip-1@bigcorp.example>", "<outage-1@smallshop.example>"}
+    outage = changes["<outage-1@smallshop.example>"]
+    assert outage["changed"] == ["priority", "assignee"]
+    assert outage["old"] == {"queue": "support", "priority": "normal", "assignee": None, "tags": [], "sla": None,
+                             "acknowledge": True, "spam": False}
+
+
+def test_replay_finds_the_routing_of_a_mail_whose_ticket_was_merged(config_file: Path, tmp_path: Path) -> None:
+    # A reply first, then the original, then the mail between them: ticket #2 is merged into #1.
+    for mail in (make_mail(message_id="<r3@x.example>", in_reply_to="<r2@x.example>", subject="Re: Q"),
+                 make_mail(message_id="<r1@x.example>", subject="Q"),
+                 make_mail(message_id="<r2@x.example>", in_reply_to="<r1@x.example>", subject="Re: Q")):
+        assert CliRunner().invoke(main, ["-c", str(config_file), "ingest"], input=mail).exit_code == 0
+    _, out = cli(config_file, "tickets", "list", "--status", "merged", "--json")
+    assert [t["id"] for t in json.loads(out)] == [2]
+    rules_file = tmp_path / "low.toml"
+    rules_file.write_text('[[rules]]\nname = "everything low"\nwhen = {}\nthen = { priority = "low" }\n')
+
+    code, out = cli(config_file, "rules", "replay", "--rules", str(rules_file), "--json")
+
+    changes = {c["message_id"]: (c["ticket_id"], c["followup"], c["changed"]) for c in json.loads(out)}
+    assert changes == {"<r3@x.example>": (1, False, ["priority"]), "<r1@x.example>": (2, False, ["priority"])}
