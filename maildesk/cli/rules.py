@@ -7,13 +7,16 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 import click
 
 from maildesk import present
 from maildesk.cli import EX_USAGE, App, emit_json, fail, table, temporary_failures_exit
+
+if TYPE_CHECKING:
+    from maildesk.desk.rules import RuleSet
 
 
 class IsoTime(click.ParamType):
@@ -50,9 +53,12 @@ def rules() -> None:
               help="The support address the mail came to (default: the first of ours in To/Cc).")
 @click.option("--now", "now", type=ISO_TIME,
               help="When it arrived (default: the mail's Date, else now); rules' weekday and hour read it.")
+@click.option("--rules", "rules_file", type=click.Path(dir_okay=False, path_type=Path), metavar="RULES",
+              help="Use the [[rules]] of the file RULES instead of the configured rules.")
 @click.option("--json", "as_json", is_flag=True, help="Print the documented JSON object.")
 @click.pass_obj
-def rules_test(app: App, file: Any, to: str | None, now: datetime | None, as_json: bool) -> None:
+def rules_test(app: App, file: Any, to: str | None, now: datetime | None, rules_file: Path | None,
+               as_json: bool) -> None:
     """Show how the rules would route the mail in FILE, as a new ticket.
 
     The database, when there is one, is only read: for previous_tickets and
@@ -64,9 +70,11 @@ def rules_test(app: App, file: Any, to: str | None, now: datetime | None, as_jso
     if to is not None and app.config.address_for(to) is None:
         fail(f"--to {to}: not one of our support addresses "
              f"({', '.join(a.address for a in app.config.addresses)})", EX_USAGE)
+    rules_set = _rules(app, rules_file)
     parsed = parse(file.read())
     arrived = now or parsed.date or datetime.now(UTC)
-    result, note = replay.trial(app.config, parsed, to=to, arrived=arrived, database=lambda: app.unmigrated_db)
+    result, note = replay.trial(app.config, parsed, to=to, arrived=arrived, database=lambda: app.unmigrated_db,
+                                rules=rules_set)
     data = present.rules_trial(result.evaluation, result.routing)
     if as_json:
         emit_json({**data, "note": note} if note else data)
@@ -118,14 +126,8 @@ def rules_replay(app: App, last: int | None, since: datetime | None, rules_file:
     from sqlalchemy.orm import Session
 
     from maildesk.desk import replay
-    from maildesk.desk.rules import RuleError
 
-    rules_set = app.config.rules
-    if rules_file is not None:
-        try:
-            rules_set = replay.rules_of_file(app.config, rules_file)
-        except RuleError as exc:
-            fail(f"{rules_file}: {exc}", EX_USAGE)
+    rules_set = _rules(app, rules_file)
     with temporary_failures_exit(), app.db.reading() as connection, Session(bind=connection) as session:
         result = replay.replay(session, app.config, rules_set, last=last, since=since)
     rows = [present.replay_change(change) for change in result.changes]
@@ -138,6 +140,19 @@ def rules_replay(app: App, last: int | None, since: datetime | None, rules_file:
         for key in row["changed"]:
             click.echo(f"  {key:<12} {_shown(row['old'][key])}  ->  {_shown(row['new'][key])}")
     click.echo(f"{len(rows)} of {result.examined} mails would be routed differently")
+
+
+def _rules(app: App, rules_file: Path | None) -> RuleSet:
+    """The configured rules, or those of ``rules_file`` (a bad file: one line, exit 2)."""
+    from maildesk.desk.replay import rules_of_file
+    from maildesk.desk.rules import RuleError
+
+    if rules_file is None:
+        return app.config.rules
+    try:
+        return rules_of_file(app.config, rules_file)
+    except RuleError as exc:
+        fail(f"{rules_file}: {exc}", EX_USAGE)
 
 
 @click.group()

@@ -84,7 +84,7 @@ def try_mail(session: Session | None, config: Config, parsed: ParsedMail, *, to:
 
 
 def trial(config: Config, parsed: ParsedMail, *, to: str | None, arrived: datetime,
-              database: Callable[[], Database]) -> tuple[Trial, str]:
+          database: Callable[[], Database], rules: RuleSet | None = None) -> tuple[Trial, str]:
     """``try_mail`` with the database when there is one to read (``database`` opens it), else
     without; and a note saying what was left out, "" when nothing was. Writes nothing, and
     creates no SQLite file."""
@@ -95,11 +95,11 @@ def trial(config: Config, parsed: ParsedMail, *, to: str | None, arrived: dateti
         try:
             with database().reading() as connection, Session(bind=connection) as session:
                 session.execute(select(Ticket.id).limit(1))
-                return try_mail(session, config, parsed, to=to, arrived=arrived), ""
+                return try_mail(session, config, parsed, to=to, arrived=arrived, rules=rules), ""
         except (SQLAlchemyError, TemporaryFailure) as exc:
             missing = f"database not readable ({_first_line(exc)})"
     note = f"{missing}: previous_tickets counted as 0, an assignment strategy shown by its name"
-    return try_mail(None, config, parsed, to=to, arrived=arrived), note
+    return try_mail(None, config, parsed, to=to, arrived=arrived, rules=rules), note
 
 
 def _first_line(exc: BaseException) -> str:

@@ -341,3 +341,21 @@ def test_replay_finds_the_routing_of_a_mail_whose_ticket_was_merged(config_file:
 
     changes = {c["message_id"]: (c["ticket_id"], c["followup"], c["changed"]) for c in json.loads(out)}
     assert changes == {"<r3@x.example>": (1, False, ["priority"]), "<r1@x.example>": (2, False, ["priority"])}
+
+
+def test_rules_test_with_a_rules_file_reads_previous_tickets(config_file: Path, tmp_path: Path) -> None:
+    rules_file = tmp_path / "returning.toml"
+    rules_file.write_text('[[rules]]\nname = "returning customer"\nwhen = { previous_tickets = { at_least = 1 } }\n'
+                          'then = { tags = ["returning"] }\n')
+    code, out = cli(config_file, "rules", "test", str(DATA / "vip.eml"), "--rules", str(rules_file), "--json")
+    data = json.loads(out)
+    assert code == 0 and "note" in data and data["rules"][0]["matched"] is False  # no database: 0
+
+    assert cli(config_file, "ingest", str(DATA / "vip.eml"))[0] == 0
+    code, out = cli(config_file, "rules", "test", str(DATA / "vip.eml"), "--rules", str(rules_file), "--json")
+    data = json.loads(out)
+    assert [r["name"] for r in data["rules"]] == ["returning customer"]
+    assert data["rules"][0]["because"] == "previous_tickets 1 is at least 1"
+    assert data["outcome"]["tags"] == ["returning"]
+    code, out = cli(config_file, "rules", "test", str(DATA / "vip.eml"), "--rules", str(tmp_path / "nope.toml"))
+    assert code == 2 and "cannot read it" in out
