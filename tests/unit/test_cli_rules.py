@@ -203,6 +203,8 @@ def test_rules_replay_lists_changed_routing_and_writes_nothing(
     assert json.loads(out) == []  # the last mail is the follow-up
     code, out = cli(config_file, "rules", "replay", "--rules", str(rules_file), "--since", "2999-01-01")
     assert out.strip() == "0 of 0 mails would be routed differently"
+    code, out = cli(config_file, "rules", "replay", "--rules", str(rules_file), "--since", "2000-01-01T00:00+07:00")
+    assert out.strip().endswith("3 of 4 mails would be routed differently")
     assert row_counts(database_url) == before
 
 
