@@ -8,11 +8,17 @@ changing a public contract.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from maildesk.mail.classify import Classification
 from maildesk.mail.parse import Address, ParsedMail
 from maildesk.models import Attachment, Inbound, Message, Outbox, Participant, Ticket, TicketEvent
+
+if TYPE_CHECKING:  # the rule engine and replay load only for the commands that use them
+    from maildesk.config import AgentConfig
+    from maildesk.desk.replay import Change
+    from maildesk.desk.routing import Routing
+    from maildesk.desk.rules import Evaluation
 
 
 def iso(value: datetime | None) -> str | None:
@@ -153,3 +159,25 @@ def outbox_item(row: Outbox) -> dict[str, Any]:
         "next_attempt_at": iso(row.next_attempt_at) if row.status == "queued" else None,
         "sent_at": iso(row.sent_at),
     }
+
+
+def rules_trial(evaluation: Evaluation, routing: Routing) -> dict[str, Any]:
+    """``rules test --json``: each rule in order, then the routing the mail would get."""
+    return {
+        "rules": [{"name": step.name, "matched": step.matched, "status": step.status, "because": step.because,
+                   "actions": step.actions.as_dict() if step.actions is not None else None}
+                  for step in evaluation.trace],
+        "outcome": routing.as_dict(),
+    }
+
+
+def replay_change(change: Change) -> dict[str, Any]:
+    """One entry of ``rules replay --json``."""
+    return {"ticket_id": change.ticket_id, "message_id": change.message_id, "followup": change.followup,
+            "changed": list(change.changed), "old": change.old, "new": change.new}
+
+
+def agent(config: AgentConfig, open_tickets: int) -> dict[str, Any]:
+    """One entry of ``agents list --json``."""
+    return {"address": config.address, "name": config.name, "queues": list(config.queues),
+            "open_tickets": open_tickets}

@@ -5,8 +5,9 @@ config, 65 unusable input (EX_DATAERR), 75 temporary failure (EX_TEMPFAIL).
 
 This module holds the ``main`` group and what every command shares; the
 commands themselves live in one module per group: ``mail_in`` (ingest,
-inspect), ``tickets``, ``queues`` (inbound, outbox), ``admin``
-(check-config, serve, db, imap) and ``service`` (reload, status).
+inspect), ``tickets``, ``queues`` (inbound, outbox), ``rules`` (rules,
+agents), ``admin`` (check-config, serve, db, imap) and ``service`` (reload,
+status).
 """
 
 from __future__ import annotations
@@ -111,13 +112,14 @@ def main(ctx: click.Context, config_path: str | None) -> None:
 
 
 # The commands import the helpers above, so they are registered last.
-from maildesk.cli import admin, mail_in, queues, service, tickets  # noqa: E402
+from maildesk.cli import admin, mail_in, queues, rules, service, tickets  # noqa: E402
 
 for _command in (
     admin.check_config, admin.serve, admin.db, admin.imap, service.reload, service.status,
     mail_in.ingest, mail_in.inspect,
     tickets.tickets,
     queues.inbound, queues.outbox,
+    rules.rules, rules.agents,
 ):
     main.add_command(_command)
 del _command

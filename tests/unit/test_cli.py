@@ -330,9 +330,30 @@ def test_ingest_batches_hold_at_most_50_mails_or_32_mib() -> None:
 
 
 @pytest.mark.parametrize("command", [("tickets", "show"), ("tickets", "set-status"), ("inbound", "retry"),
-                                     ("outbox", "retry")])
+                                     ("outbox", "retry"), ("tickets", "assign"), ("tickets", "set-queue")])
 def test_an_id_no_row_can_have_is_a_usage_error(config_file: Path, command: tuple[str, ...]) -> None:
     """On PostgreSQL such a number would reach an integer column and fail with a traceback."""
-    args = [*command, "99999999999"] + (["open"] if command[1] == "set-status" else [])
+    extra = {"set-status": ["open"], "assign": ["none"], "set-queue": ["support"]}.get(command[1], [])
+    args = [*command, "99999999999", *extra]
     result = CliRunner().invoke(main, ["-c", str(config_file), *args])
     assert result.exit_code == 2 and "99999999999" in result.output and "Traceback" not in result.output
+
+
+def test_tickets_list_filters_by_assignee_priority_and_tag(config_file: Path) -> None:
+    """Without any rule: every ticket is unassigned, normal, untagged until an admin changes it."""
+    for n in (1, 2):
+        run(config_file, "ingest", stdin=make_mail(subject=f"Ticket {n}", message_id=f"<f{n}@x.example>"))
+    assert cli(config_file, "tickets", "set-queue", "2", "billing")[0] == 0
+    for args, expected in ((["--assignee", "none"], [2, 1]), (["--priority", "normal", "--queue", "billing"], [2]),
+                           (["--priority", "low"], []), (["--tag", "vip"], []),
+                           (["--assignee", "someone@example.com"], [])):
+        code, out = cli(config_file, "tickets", "list", *args, "--json")
+        assert code == 0 and [t["id"] for t in json.loads(out)] == expected, args
+
+
+def test_assign_needs_agents_in_the_config(config_file: Path) -> None:
+    run(config_file, "ingest", stdin=make_mail())
+    code, out = cli(config_file, "tickets", "assign", "1", "rina@example.com")
+    assert code == 2 and out.strip() == "maildesk: unknown agent 'rina@example.com' (agents: none configured)"
+    code, out = cli(config_file, "agents", "list", "--json")
+    assert code == 0 and json.loads(out) == []
