@@ -37,7 +37,7 @@ from maildesk.desk.reply_secret import reply_secret
 from maildesk.desk.tickets import IncomingMessage, Person
 from maildesk.errors import TemporaryFailure
 from maildesk.mail import charsets, classify
-from maildesk.mail.parse import Address, ParsedMail, parse
+from maildesk.mail.parse import Address, ParsedMail, parse, with_envelope_sender
 from maildesk.models import Inbound, Message, Ticket, appended, write_appended
 
 log = structlog.get_logger(__name__)
@@ -67,7 +67,7 @@ MAX_PARTICIPANTS_PER_MAIL = 100
 """People one mail can put on a ticket; a mail naming thousands would cost a row and an event each."""
 
 # Automated mail that only ever answers something of ours: it never opens a ticket.
-_ANSWERS_ONLY = (classify.AUTO_REPLY, classify.BOUNCE, classify.LOOP)
+_ANSWERS_ONLY = (classify.AUTO_REPLY, classify.BOUNCE, classify.COMPLAINT, classify.LOOP)
 
 
 @dataclass(frozen=True)
@@ -330,7 +330,7 @@ def _apply(
     session = batch.session
     message_id = _stored_id(parsed.message_id)
 
-    sender, sender_defects = _sender(parsed, inbound.envelope)
+    sender, sender_defects = sender_of(parsed, inbound.envelope)
     verdict = classify.classify(
         parsed.message,
         sender.address,
@@ -351,7 +351,7 @@ def _apply(
         return Outcome(inbound.id, spool.DONE, stored_on,
                        detail=f"duplicate Message-ID: already on ticket #{stored_on}"), message_id
 
-    served = _served_address(config, inbound, parsed)
+    served = served_address(config, inbound, parsed)
     not_agent = ""
     if config.agent(mail.sender.address) is not None:
         recipients = [*inbound.envelope.get("rcpt_to", []), *(p.address for p in [*mail.to, *mail.cc])]
@@ -365,7 +365,8 @@ def _apply(
             threader.remember_keys(session, proof.ticket.id, keys, claimed=frozenset(claimed))
             log.info("agent mail applied", ticket_id=proof.ticket.id, agent=proof.agent.address, how=proof.how)
             return Outcome(inbound.id, spool.DONE, proof.ticket.id, detail=disposition), message_id
-    bounced = outbound.find_bounced(session, verdict.bounced_message_ids) if verdict.kind == classify.BOUNCE else None
+    bounced = (outbound.find_bounced(session, verdict.bounced_message_ids)
+               if verdict.kind in (classify.BOUNCE, classify.COMPLAINT) else None)
     match = _route(batch, config, mail, verdict, bounced, claimed, now)
     if match is None:
         log.info("automated mail without a ticket dropped", classification=verdict.kind, reason=verdict.reason)
@@ -375,7 +376,8 @@ def _apply(
 
     created = match.ticket is None
     evaluation = None
-    if len(config.rules):
+    # Automated mail that only answers ours changes nothing on a ticket: no rule runs on it.
+    if len(config.rules) and not (match.ticket is not None and verdict.kind in _ANSWERS_ONLY):
         evaluation = config.rules.evaluate(routing.rule_input(
             session, config, parsed, address=served.address, sender=mail.sender.address, automated=verdict.kind,
             arrived=now, ticket=match.ticket))
@@ -408,7 +410,9 @@ def _apply(
     known = set() if created else batch.participants_of(ticket)
     tickets.add_participants(session, ticket, roles, now=now, known=known)
     threader.remember_keys(session, ticket.id, keys, claimed=match.claimed_keys)
-    if bounced is not None:
+    if bounced is not None and verdict.kind == classify.COMPLAINT:
+        outbound.record_complaint(session, bounced, reason=verdict.reason, now=now)
+    elif bounced is not None:
         outbound.record_bounce(session, bounced, reason=verdict.reason, failed_recipients=verdict.failed_recipients,
                                permanent=verdict.permanent, now=now)
     if created and inbound.notify and route.acknowledge is not False:
@@ -495,7 +499,7 @@ def _stored_on(session: Session, message_id: str) -> int | None:
     return session.connection().execute(_STORED_ON, {"message_id": message_id}).scalar()
 
 
-def _served_address(config: Config, inbound: _Spooled, parsed: ParsedMail) -> AddressConfig:
+def served_address(config: Config, inbound: _Spooled, parsed: ParsedMail) -> AddressConfig:
     """The support address this mail was for: the envelope first, then To/Cc."""
     candidates = list(inbound.envelope.get("rcpt_to", [])) + [a.address for a in [*parsed.to, *parsed.cc]]
     for address in candidates:
@@ -530,14 +534,11 @@ def _people(config: Config, named: list[Person]) -> list[Person]:
     return list(people.values())
 
 
-def _sender(parsed: ParsedMail, envelope: Mapping[str, Any]) -> tuple[Person, list[str]]:
-    """Who wrote: the parser's sender, or else the envelope's (MAIL FROM); and the defect that says so."""
-    sender = _person(parsed.sender)
-    mail_from = str(envelope.get("mail_from") or "").strip().strip("<>")
-    if sender.address or not mail_from:
-        return sender, []
-    return Person(address=mail_from.lower()[:320], name=sender.name), [
-        "no sender address in the headers; taken from the envelope (MAIL FROM)"]
+def sender_of(parsed: ParsedMail, envelope: Mapping[str, Any]) -> tuple[Person, list[str]]:
+    """Who wrote: the headers' sender, or else the envelope's (MAIL FROM); and the defects to add."""
+    with_envelope = with_envelope_sender(parsed, envelope.get("mail_from"))
+    added = [d for d in with_envelope.defects if d not in parsed.defects]
+    return _person(with_envelope.sender), added
 
 
 def _null_sender(envelope: Mapping[str, Any], parsed: ParsedMail) -> str:

@@ -364,6 +364,17 @@ def record_bounce(
     )
 
 
+def record_complaint(session: Session, complained: BouncedMail, *, reason: str, now: datetime) -> None:
+    """An abuse report (ARF) about our mail, in the history of the ticket it came from (never a reopen)."""
+    recipients = sorted({address for row in complained.outbox for address in row.to})
+    record_event(
+        session, complained.ticket, "complaint_received", now=now,
+        reason=f"abuse report about our mail {', '.join(complained.message_ids)}"
+               + (f" to {', '.join(recipients)}" if recipients else "") + f": {reason}",
+        message_ids=complained.message_ids, recipients=recipients, outbox_ids=[r.id for r in complained.outbox],
+    )
+
+
 def delivery_failed(session: Session, row: Outbox, error: str, *, now: datetime) -> None:
     """The sender gave up on ``row``: say so on its ticket."""
     ticket = session.get(Ticket, row.ticket_id) if row.ticket_id is not None else None

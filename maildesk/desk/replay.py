@@ -42,12 +42,12 @@ from maildesk.mail.parse import ParsedMail, parse
 from maildesk.models import Inbound, Message, Ticket, TicketEvent, chunks
 
 # process.py owns how a mail's sender and support address are read; the same functions serve here.
-from maildesk.process import _sender, _served_address  # noqa: PLC2701
+from maildesk.process import sender_of, served_address
 
 
 @dataclass(frozen=True)
 class _Envelope:
-    """The part of a spool row ``process._served_address`` reads."""
+    """The part of a spool row ``process.served_address`` reads."""
 
     envelope: dict[str, Any]
 
@@ -70,10 +70,10 @@ def try_mail(session: Session | None, config: Config, parsed: ParsedMail, *, to:
     assignment strategy stays unresolved (its name)."""
     rules = config.rules if rules is None else rules
     envelope = {"rcpt_to": [to]} if to else {}
-    sender, _ = _sender(parsed, envelope)
+    sender, _ = sender_of(parsed, envelope)
     verdict = classify.classify(parsed.message, sender.address, loop_ids=[a.address for a in config.addresses],
                                 own_domains=[config.desk.domain])
-    served = _served_address(config, _Envelope(envelope), parsed)  # type: ignore[arg-type]
+    served = served_address(config, _Envelope(envelope), parsed)  # type: ignore[arg-type]
     mail = routing.rule_input(None, config, parsed, address=served.address, sender=sender.address,
                               automated=verdict.kind, arrived=arrived, ticket=None)
     if session is not None and "previous_tickets" in rules.fields:
@@ -233,10 +233,10 @@ def _replay_one(session: Session, config: Config, rules: RuleSet, row: Any, pars
     before = _state_before(events.by_ticket.get(home, []), boundary)
     arrived = boundary.at if boundary is not None else row.received_at
 
-    sender, _ = _sender(parsed, row.envelope or {})
+    sender, _ = sender_of(parsed, row.envelope or {})
     verdict = classify.classify(parsed.message, sender.address, loop_ids=[a.address for a in config.addresses],
                                 own_domains=[config.desk.domain])
-    served = _served_address(config, _Envelope(row.envelope or {}), parsed)  # type: ignore[arg-type]
+    served = served_address(config, _Envelope(row.envelope or {}), parsed)  # type: ignore[arg-type]
     queue = before.queue if before.queue else served.queue
     then = _TicketThen(home, queue, before.priority, before.assignee)
     mail = routing.rule_input(None, config, parsed, address=served.address, sender=sender.address,

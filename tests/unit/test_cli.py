@@ -348,7 +348,7 @@ def test_tickets_list_filters_by_assignee_priority_and_tag(config_file: Path) ->
                            (["--priority", "low"], []), (["--tag", "vip"], []),
                            (["--assignee", "someone@example.com"], [])):
         code, out = cli(config_file, "tickets", "list", *args, "--json")
-        assert code == 0 and [t["id"] for t in json.loads(out)] == expected, args
+        assert code == 0 and [t["id"] for t in json.loads(out)["items"]] == expected, args
 
 
 def test_assign_needs_agents_in_the_config(config_file: Path) -> None:

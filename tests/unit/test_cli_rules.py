@@ -242,7 +242,7 @@ def test_tickets_list_filters(config_file: Path) -> None:
     def ids(*args: str) -> list[int]:
         code, out = cli(config_file, "tickets", "list", *args, "--json")
         assert code == 0
-        return [t["id"] for t in json.loads(out)]
+        return [t["id"] for t in json.loads(out)["items"]]
 
     assert ids("--priority", "high") == [1]
     assert ids("--tag", "vip") == [1]
@@ -335,7 +335,7 @@ def test_replay_finds_the_routing_of_a_mail_whose_ticket_was_merged(config_file:
                  make_mail(message_id="<r2@x.example>", in_reply_to="<r1@x.example>", subject="Re: Q")):
         assert CliRunner().invoke(main, ["-c", str(config_file), "ingest"], input=mail).exit_code == 0
     _, out = cli(config_file, "tickets", "list", "--status", "merged", "--json")
-    assert [t["id"] for t in json.loads(out)] == [2]
+    assert [t["id"] for t in json.loads(out)["items"]] == [2]
     rules_file = tmp_path / "low.toml"
     rules_file.write_text('[[rules]]\nname = "everything low"\nwhen = {}\nthen = { priority = "low" }\n')
 
