@@ -142,7 +142,7 @@ def _relay(session: Session, config: Config, ticket: Ticket, agent: AgentConfig,
         tickets.set_status(session, ticket, PENDING, actor=agent.address, now=now,
                            reason="answered by an agent: waiting on the customer")
     notifications.notify(session, config, ticket, event="agent_reply", now=now, secret=secret, text=body,
-                         parent=last_customer, exclude=agent.address)
+                         parent=last_customer, exclude=agent.address, actor=Person(agent.address, agent.name))
 
 
 def _apply_command(session: Session, config: Config, ticket: Ticket, agent: AgentConfig,
@@ -211,7 +211,7 @@ def _move(session: Session, config: Config, ticket: Ticket, queue: str, *, actor
     if event == "escalated":
         ticket.assignee = None
         notifications.notify(session, config, ticket, event="escalated", now=now, secret=secret,
-                             text=f"Escalated by {actor}.", parent=None, exclude=actor)
+                             text=f"Escalated by {actor}.", parent=None, exclude=actor, actor=Person(actor))
 
 
 def _agent_named(config: Config, name: str, *, me: AgentConfig) -> AgentConfig | None | bool:

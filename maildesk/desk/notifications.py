@@ -46,8 +46,12 @@ def notify(
     parent: Message | IncomingMessage | None,
     exclude: str = "",
     copies: tuple[str, ...] = (),
+    actor: Person | None = None,
 ) -> list[Outbox]:
-    """Queue one notification per recipient; ``event``: new_ticket, customer_reply, agent_reply, escalated..."""
+    """Queue one notification per recipient; ``event``: new_ticket, customer_reply, agent_reply, escalated.
+
+    ``actor``: the agent whose action it tells of (the template's ``agent``; else the recipient).
+    """
     to = recipients(config, ticket, exclude=exclude, copies=copies)
     if not to:
         return []
@@ -63,7 +67,7 @@ def notify(
         rows.append(outbound.enqueue(
             session, config, ticket, "notification", to=[Person(address, agent.name if agent else "")], now=now,
             parent=parent, reply_to=reply_to, message_text=text, event=event,
-            agent=Person(address, agent.name if agent else ""), extra=extra,
+            agent=actor or Person(address, agent.name if agent else ""), extra=extra,
         ))
     return rows
 
