@@ -27,7 +27,9 @@ from pydantic import (
     model_validator,
 )
 
+from maildesk.desk.calendars import CalendarConfig
 from maildesk.desk.rules import RuleError, RuleSet, check_references, rules_from_toml
+from maildesk.desk.sla import SlaConfig, SlaPolicyConfig, check_policies
 from maildesk.errors import ConfigError
 from maildesk.patterns import compile_robot_pattern
 from maildesk.templating import template_names
@@ -309,6 +311,9 @@ class Config(Section):
     queues: list[QueueConfig] = Field(default_factory=list)
     """With none, each queue named by [[addresses]] exists at level 1."""
     agents: list[AgentConfig] = Field(default_factory=list)
+    calendars: list[CalendarConfig] = Field(default_factory=list)
+    sla_policies: list[SlaPolicyConfig] = Field(default_factory=list)
+    sla: SlaConfig = SlaConfig()
     rules: RuleSet = RuleSet()
     rules_file: Path | None = None
     """A TOML file of [[rules]] tables, read instead of [[rules]] here (relative to the config file)."""
@@ -338,8 +343,13 @@ class Config(Section):
             if len(self.rules):
                 raise ValueError("rules_file: give [[rules]] here or rules_file, not both")
             self.rules = _rules_from_file(self.rules_file)
+        policies = [policy.name for policy in self.sla_policies]
+        check_policies(self.sla_policies, self.calendars, self.sla.defaults)
+        for queue in self.queues:
+            if queue.sla is not None and queue.sla not in policies:
+                raise ValueError(f"queues.{queue.name}.sla: unknown SLA policy {queue.sla!r}")
         check_references(self.rules, queues=names, agents=agents,
-                         template_kinds=template_names(self.outbound.templates))
+                         template_kinds=template_names(self.outbound.templates), sla_policies=policies)
         return self
 
     @model_validator(mode="after")

@@ -165,7 +165,7 @@ def test_a_rule_that_fails_is_skipped_and_the_rest_still_route(
 def test_previous_tickets_and_sla_and_status(desk: Desk, config_data: dict) -> None:
     rules = [{"name": "regular", "when": {"previous_tickets": {"at_least": 2}},
               "then": {"sla": "gold", "status": "open"}}]
-    desk = routed_desk(desk, config_data, rules)
+    desk = routed_desk(desk, config_data, rules, sla_policies=[{"name": "gold", "first_response": "1h"}])
     ids = [desk.ingest(make_mail(subject=f"n{n}")).ticket_id for n in range(3)]
     tickets = [desk.ticket(i) for i in ids]
     assert [t["status"] for t in tickets] == ["new", "new", "open"]
@@ -183,6 +183,10 @@ def test_previous_tickets_and_sla_and_status(desk: Desk, config_data: dict) -> N
     ({"agents": [{"address": "x@example.com", "queues": ["nope"]}]}, "agents[0].queues: unknown queue 'nope'"),
     ({"queues": [{"name": "support", "escalate_to": "l9"}]}, "queues.support.escalate_to: unknown queue 'l9'"),
     ({"queues": [{"name": "other"}]}, "addresses[0].queue: unknown queue 'support'"),
+    ({"rules": [{"name": "r", "when": {}, "then": {"sla": "platinum"}}]},
+     "rules[0] \"r\": then.sla: unknown SLA policy 'platinum'"),
+    ({"queues": [{"name": "support", "sla": "platinum"}, {"name": "billing"}, {"name": "level2"}]},
+     "queues.support.sla: unknown SLA policy 'platinum'"),
 ])
 def test_a_reference_to_something_undefined_names_the_key(config_data: dict, data: dict, message: str) -> None:
     with pytest.raises(ConfigError) as error:
