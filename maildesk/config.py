@@ -14,7 +14,6 @@ import os
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
     AfterValidator,
@@ -27,7 +26,7 @@ from pydantic import (
     model_validator,
 )
 
-from maildesk.desk.calendars import CalendarConfig
+from maildesk.desk.calendars import CalendarConfig, TimeZoneName
 from maildesk.desk.rules import RuleError, RuleSet, check_references, rules_from_toml
 from maildesk.desk.sla import SlaConfig, SlaPolicyConfig, check_policies
 from maildesk.errors import ConfigError
@@ -74,17 +73,6 @@ class AddressConfig(Section):
     display_name: str = "Support"
     language: Annotated[str, Field(pattern=r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})*$")] = "en"
     """Language of the mail sent for this address's queue ("en", "id"; "id-ID" falls back to "id", then "en")."""
-
-
-def _check_timezone(value: str) -> str:
-    try:
-        ZoneInfo(value)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise ValueError(f"unknown time zone {value!r} (an IANA name such as \"Asia/Jakarta\" or \"UTC\")") from None
-    return value
-
-
-TimeZoneName = Annotated[str, AfterValidator(_check_timezone)]
 
 
 class DeskConfig(Section):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
@@ -20,6 +21,20 @@ from maildesk.process import Outcome, process
 
 _counter = itertools.count(1)
 BASE_DATE = datetime(2026, 11, 2, 9, 30, tzinfo=UTC)
+
+
+def config_toml(config_data: dict) -> str:
+    """The config dict of tests/conftest.py as a TOML file's text (sections and arrays of tables)."""
+    lines = []
+    for section, values in config_data.items():
+        if isinstance(values, list):
+            for item in values:
+                lines.append(f"[[{section}]]")
+                lines += [f"{k} = {json.dumps(v)}" for k, v in item.items()]
+        else:
+            lines.append(f"[{section}]")
+            lines += [f"{k} = {json.dumps(v)}" for k, v in values.items()]
+    return "\n".join(lines) + "\n"
 
 
 def raising(message: str) -> Callable[..., NoReturn]:

@@ -150,6 +150,10 @@ def _check_timezone(value: str) -> str:
     return value
 
 
+TimeZoneName = Annotated[str, AfterValidator(_check_timezone)]
+"""An IANA time zone name (config.py's ``desk.timezone`` too)."""
+
+
 class WeeklyHours(FrozenSection):
     """Business hours per weekday; a weekday left out is closed."""
 
@@ -219,7 +223,7 @@ class CalendarConfig(FrozenSection):
     """One ``[[calendars]]`` table."""
 
     name: str = Field(min_length=1)
-    timezone: Annotated[str, AfterValidator(_check_timezone)] = "UTC"
+    timezone: TimeZoneName = "UTC"
     hours: WeeklyHours
     holidays: HolidaysConfig = HolidaysConfig()
     business_day: Annotated[str, AfterValidator(_check_business_day)] | None = None

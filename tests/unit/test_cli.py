@@ -18,24 +18,15 @@ from click.testing import CliRunner
 
 from maildesk.cli import main
 from maildesk.desk import tickets
-from tests.helpers import make_mail, raising
+from tests.helpers import config_toml, make_mail, raising
 
 DATA = Path(__file__).parents[1] / "data"
 
 
 @pytest.fixture
 def config_file(tmp_path: Path, config_data: dict) -> Path:
-    lines = []
-    for section, values in config_data.items():
-        if isinstance(values, list):
-            for item in values:
-                lines.append(f"[[{section}]]")
-                lines += [f"{k} = {json.dumps(v)}" for k, v in item.items()]
-        else:
-            lines.append(f"[{section}]")
-            lines += [f"{k} = {json.dumps(v)}" for k, v in values.items()]
     path = tmp_path / "maildesk.toml"
-    path.write_text("\n".join(lines) + "\n")
+    path.write_text(config_toml(config_data))
     return path
 
 

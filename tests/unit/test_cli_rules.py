@@ -13,7 +13,7 @@ from sqlalchemy import create_engine, func, inspect, select
 
 from maildesk.cli import main
 from maildesk.models import Base
-from tests.helpers import make_mail
+from tests.helpers import config_toml, make_mail
 
 DATA = Path(__file__).parents[1] / "data" / "rules"
 
@@ -71,17 +71,8 @@ then = { queue = "support", priority = "urgent", assign = "rina@example.com" }
 
 @pytest.fixture
 def config_file(tmp_path: Path, config_data: dict) -> Path:
-    lines = []
-    for section, values in config_data.items():
-        if isinstance(values, list):
-            for item in values:
-                lines.append(f"[[{section}]]")
-                lines += [f"{k} = {json.dumps(v)}" for k, v in item.items()]
-        else:
-            lines.append(f"[{section}]")
-            lines += [f"{k} = {json.dumps(v)}" for k, v in values.items()]
     path = tmp_path / "maildesk.toml"
-    path.write_text("\n".join(lines) + "\n" + ROUTING)
+    path.write_text(config_toml(config_data) + ROUTING)
     return path
 
 
