@@ -15,8 +15,8 @@ What a proven agent's mail does (``handle``): commands at the top
 mail to ``desk.note_address``) keeps the text as an internal note; any
 other text is the agent's answer, relayed to the requester (other
 participants in Cc) from the support address as "Agent via Queue", on the
-customer's own thread, without the quoted notification and without the
-agent's address; the ticket then waits on the customer (``pending``) unless
+customer's own thread, with the agent's attachments, without the quoted
+notification and without the agent's address; the ticket then waits on the customer (``pending``) unless
 a command set a status. A refused command changes nothing and the agent
 gets one mail back listing what was applied and what was refused.
 """
@@ -34,6 +34,7 @@ from maildesk.desk import agents, notifications, outbound, tickets
 from maildesk.desk import commands as agent_commands
 from maildesk.desk.macros import MacroError, expand, macro_variables, render_macro
 from maildesk.desk.tickets import MERGED, PENDING, IncomingMessage, Person, record_event
+from maildesk.mail.compose import OutgoingAttachment
 from maildesk.models import MAX_ID, QUERY_CHUNK, Message, Outbox, Participant, Ticket
 
 @dataclass(frozen=True)
@@ -109,7 +110,8 @@ def handle(
         disposition = f"{what} by agent {actor} on ticket #{ticket.id}"
     else:
         tickets.add_message(session, ticket, stored, inbound_id=inbound_id, kind="agent", via=proof.how, now=now)
-        _relay(session, config, ticket, agent, body, now=now, secret=secret, status_set=result.status_set)
+        _relay(session, config, ticket, agent, body, now=now, secret=secret, status_set=result.status_set,
+               attachments=_files_of(mail))
         disposition = f"agent reply by {actor} on ticket #{ticket.id}, sent to the customer"
     if result.refused:
         outbound.enqueue(session, config, ticket, "command_result", to=[Person(agent.address, agent.name)], now=now,
@@ -118,8 +120,14 @@ def handle(
     return disposition
 
 
+def _files_of(mail: IncomingMessage) -> list[OutgoingAttachment]:
+    """The files an agent attached; not the pictures their HTML shows inline (a signature's logo)."""
+    return [OutgoingAttachment(a["filename"] or a["safe_filename"], a["content_type"], a["content"])
+            for a in mail.attachments if not (a["inline"] and a["content_id"])]
+
+
 def _relay(session: Session, config: Config, ticket: Ticket, agent: AgentConfig, body: str, *, now: datetime,
-           secret: bytes, status_set: bool) -> None:
+           secret: bytes, status_set: bool, attachments: list[OutgoingAttachment]) -> None:
     served = outbound.served_address(config, ticket)
     last_customer = session.scalar(
         select(Message).where(Message.ticket_id == ticket.id, Message.direction == "in", Message.kind == "customer")
@@ -134,6 +142,7 @@ def _relay(session: Session, config: Config, ticket: Ticket, agent: AgentConfig,
         session, config, ticket, "agent_reply", to=[Person(ticket.requester, ticket.requester_name)], cc=cc,
         now=now, parent=last_customer, message_text=body, agent=Person("", agent.name),
         from_name=f"{agent.name} via {served.display_name}" if agent.name else served.display_name,
+        attachments=attachments,
     )
     if first:
         record_event(session, ticket, "first_response", now=now, actor=agent.address,

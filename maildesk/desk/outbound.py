@@ -33,7 +33,7 @@ from maildesk.desk import threader
 from maildesk.desk.tickets import IncomingMessage, Person, record_event
 from maildesk.mail.addrspec import is_mailbox
 from maildesk.mail.classify import NORMAL, is_robot_address
-from maildesk.mail.compose import Outgoing, compose_bytes, new_message_id, references_for
+from maildesk.mail.compose import Outgoing, OutgoingAttachment, compose_bytes, new_message_id, references_for
 from maildesk.mail.quotes import REPLY_ABOVE_MARKER
 from maildesk.models import QUERY_CHUNK, Message, Outbox, Ticket, append_later, append_row, chunks
 from maildesk.templating import renderer
@@ -176,6 +176,7 @@ def enqueue(
     cc: list[Person] | None = None,
     reply_to: list[Person] | None = None,
     from_name: str | None = None,
+    attachments: list[OutgoingAttachment] | None = None,
     **variables: Any,
 ) -> Outbox:
     """Render, compose and write one outbox row (``queued`` or ``suppressed``).
@@ -204,6 +205,7 @@ def enqueue(
                 from_address=served.address, from_name=from_name,
                 to=[(p.name, p.address) for p in to], subject=subject,
                 cc=[(p.name, p.address) for p in cc], reply_to=[(p.name, p.address) for p in reply_to or []],
+                attachments=attachments or [],
                 text=rendered.text, html=rendered.html, message_id=message_id, date=now,
                 in_reply_to=parent.message_id if parent else None, references=references,
                 auto_submitted=AUTO_SUBMITTED[kind], bulk=AUTO_SUBMITTED[kind] is not None,

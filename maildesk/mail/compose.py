@@ -43,6 +43,7 @@ from email.policy import EmailPolicy
 from email.utils import format_datetime
 from functools import lru_cache
 from itertools import accumulate
+from urllib.parse import quote
 
 from maildesk.mail import addresses, charsets
 
@@ -103,6 +104,7 @@ _SPECIALS = frozenset('()<>@,:;.\\"[]')
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
 _ENCODED_WORD = re.compile(r"=\?[^?\s]+\?[bBqQ]\?[^?\s]*\?=")
 _CRLF = "\r\n"
+_CONTENT_TYPE = re.compile(r"[a-z0-9][a-z0-9!#$&^_.+-]*/[a-z0-9][a-z0-9!#$&^_.+-]*")
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")  # what the generator writes as CRLF in a body
 MAX_REFERENCES = 20
 # FILETIME counts 100 ns ticks since 1601-01-01.
@@ -213,6 +215,15 @@ class Outgoing:
     cc: list[tuple[str, str]] = field(default_factory=list)
     reply_to: list[tuple[str, str]] = field(default_factory=list)
     """Where replies go instead of From (a notification: the agent reply address)."""
+    attachments: list[OutgoingAttachment] = field(default_factory=list)
+    """Files sent with the mail (an agent's answer carries the agent's)."""
+
+
+@dataclass(frozen=True)
+class OutgoingAttachment:
+    filename: str
+    content_type: str
+    content: bytes
 
 
 def address(name: str, addr: str) -> Address:
@@ -257,26 +268,58 @@ class _Text:
 
 
 @dataclass(frozen=True, slots=True)
-class _Alternative:
-    """A multipart/alternative mail: its headers and its parts, separated by ``boundary``."""
+class _Multipart:
+    """A multipart entity (alternative, or mixed with attachments): its headers and its parts,
+    separated by ``boundary``."""
 
     headers: list[_Header]
-    parts: list[_Text]
+    parts: list[_Text | _Multipart]
     boundary: str
 
 
-def _layout(out: Outgoing) -> _Text | _Alternative:
+def _layout(out: Outgoing) -> _Text | _Multipart:
     """What compose() and compose_bytes() both write, so that they cannot drift apart."""
     if not out.to:
         raise ValueError("a mail needs at least one recipient")
     headers = _headers(out)
+    body = _body(out)
+    if out.attachments:
+        parts = [body, *(_attachment_part(attachment) for attachment in out.attachments)]
+        boundary = _boundary(_payloads(parts))
+        headers.append(("Content-Type", f'multipart/mixed;\r\n boundary="{boundary}"'))
+        return _Multipart(headers, parts, boundary)
+    if isinstance(body, _Text):
+        return _Text([*headers, *body.headers], body.payload)
+    return _Multipart([*headers, *body.headers], body.parts, body.boundary)
+
+
+def _body(out: Outgoing) -> _Text | _Multipart:
+    """The text (and HTML) of the mail, with only its own Content-* headers."""
     if out.html is None:
-        text = _text_part("plain", out.text)
-        return _Text([*headers, *text.headers], text.payload)
-    parts = [_text_part("plain", out.text), _text_part("html", out.html)]
-    boundary = _boundary([part.payload for part in parts])
-    headers.append(("Content-Type", f'multipart/alternative;\r\n boundary="{boundary}"'))
-    return _Alternative(headers, parts, boundary)
+        return _text_part("plain", out.text)
+    parts: list[_Text | _Multipart] = [_text_part("plain", out.text), _text_part("html", out.html)]
+    boundary = _boundary(_payloads(parts))
+    return _Multipart([("Content-Type", f'multipart/alternative;\r\n boundary="{boundary}"')], parts, boundary)
+
+
+def _payloads(parts: list[_Text | _Multipart]) -> list[str]:
+    return [p.payload for p in parts if isinstance(p, _Text)] + [
+        payload for p in parts if isinstance(p, _Multipart) for payload in _payloads(p.parts)]
+
+
+def _attachment_part(attachment: OutgoingAttachment) -> _Text:
+    """A file, base64 in lines of 76; its name as a quoted string, or RFC 2231 when it is not plain ASCII."""
+    name = clean(attachment.filename) or "attachment"
+    if name.isascii() and '"' not in name and "\\" not in name:
+        parameter = f'filename="{name}"'
+    else:
+        parameter = "filename*=utf-8''" + quote(name, safe="")
+    content_type = attachment.content_type if _CONTENT_TYPE.fullmatch(attachment.content_type) else (
+        "application/octet-stream")
+    headers: list[_Header] = [
+        ("Content-Type", content_type), ("Content-Transfer-Encoding", "base64"),
+        ("Content-Disposition", f"attachment;\r\n {parameter}")]
+    return _Text(headers, base64.encodebytes(attachment.content).decode("ascii"))
 
 
 def _headers(out: Outgoing) -> list[_Header]:
@@ -310,7 +353,7 @@ def _headers(out: Outgoing) -> list[_Header]:
     return headers
 
 
-def _message(entity: _Text | _Alternative) -> EmailMessage:
+def _message(entity: _Text | _Multipart) -> EmailMessage:
     """The entity as an ``EmailMessage``, whose generator writes the headers as they are."""
     mail = EmailMessage(policy=POLICY)
     for name, value in entity.headers:
@@ -322,7 +365,7 @@ def _message(entity: _Text | _Alternative) -> EmailMessage:
     return mail
 
 
-def _wire(entity: _Text | _Alternative) -> str:
+def _wire(entity: _Text | _Multipart) -> str:
     """The entity as the email package's generator writes it under ``POLICY``.
 
     Each header is "Name: value" and CRLF, then an empty line. A text body

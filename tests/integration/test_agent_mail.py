@@ -52,7 +52,8 @@ def sent_to(sink: Sink, address: str) -> list[Received]:
     return [r for r in sink.received if address in r.rcpt_tos]
 
 
-def reply_like_a_client(notification: Received, *, sender: str, body: str, to: str | None = None) -> bytes:
+def reply_like_a_client(notification: Received, *, sender: str, body: str, to: str | None = None,
+                        attachment: tuple[str, bytes] | None = None) -> bytes:
     """What Thunderbird or Outlook sends for "Reply": Re: subject, To the Reply-To, the original quoted."""
     original = notification.message
     reply = EmailMessage()
@@ -64,6 +65,8 @@ def reply_like_a_client(notification: Received, *, sender: str, body: str, to: s
     reply["References"] = f"{original.get('References', '')} {original['Message-ID']}".strip()
     quoted = "\n".join("> " + line for line in original.get_body(("plain",)).get_content().splitlines())
     reply.set_content(f"{body}\n\nOn Mon, 2 Nov 2026 at 10:00, ACME Support wrote:\n{quoted}\n")
+    if attachment is not None:
+        reply.add_attachment(attachment[1], maintype="application", subtype="pdf", filename=attachment[0])
     return bytes(reply)
 
 
@@ -88,7 +91,8 @@ def test_customer_mail_agent_answers_customer_gets_it_on_their_thread(
     assert "my printer is on fire" in notification.message.get_body(("plain",)).get_content()
 
     sink.received.clear()
-    reply = reply_like_a_client(notification, sender=f"Rina <{RINA}>", body="Please switch it off and on again.")
+    reply = reply_like_a_client(notification, sender=f"Rina <{RINA}>", body="Please switch it off and on again.",
+                                attachment=("manual.pdf", b"%PDF-1.4 the printer manual"))
     smtp_send(listener, reply, mail_from=RINA, to=[notification.message["Reply-To"].addresses[0].addr_spec])
 
     [answer] = sent_to(sink, ALICE)
@@ -101,6 +105,8 @@ def test_customer_mail_agent_answers_customer_gets_it_on_their_thread(
     assert "Please switch it off and on again." in text
     assert "> " not in text and "wrote:" not in text
     assert RINA not in answer.content.decode("utf-8", "replace")
+    [manual] = list(mail.iter_attachments())
+    assert (manual.get_filename(), manual.get_content()) == ("manual.pdf", b"%PDF-1.4 the printer manual")
     ticket = desk.ticket(ticket_id)
     assert ticket["status"] == "pending"
     assert [e["type"] for e in ticket["events"]].count("first_response") == 1

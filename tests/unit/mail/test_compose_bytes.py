@@ -14,7 +14,8 @@ from email.policy import default
 import pytest
 
 from maildesk.mail import compose as compose_module
-from maildesk.mail.compose import Outgoing, compose, compose_bytes, thread_index
+from maildesk.mail.compose import Outgoing, OutgoingAttachment, compose, compose_bytes, thread_index
+from maildesk.mail.parse import parse
 from tests.unit import test_compose as compose_test
 
 NOW = compose_test.NOW
@@ -109,6 +110,11 @@ CASES: dict[str, dict[str, object]] = {
         "in_reply_to": LONG_ID,
     },
     "parent thread index": {"parent_thread_index": ROOT_INDEX},
+    "attachments": {"attachments": [
+        OutgoingAttachment("invoice.pdf", "application/pdf", b"%PDF-1.4\x00\xff" * 40),
+        OutgoingAttachment("Übersicht März.txt", "text/plain", "grüße\n".encode()),
+        OutgoingAttachment('a "quoted" name.bin', "NOT A TYPE", b"x")]},
+    "attachments, text only": {"html": None, "attachments": [OutgoingAttachment("a.txt", "text/plain", b"a\n")]},
     "cc and reply-to": {"cc": [("Bob Smith", "bob@customer.example"), ("", "carol@customer.example")],
                         "reply_to": [("ACME Support", "support+42.abcdefghijklmnop@example.com")]},
     "broken parent thread index": {"parent_thread_index": "not base64!"},
@@ -220,3 +226,13 @@ def test_the_bytes_read_back(html: str | None) -> None:
     else:
         assert [part.get_content_type() for part in mail.iter_parts()] == ["text/plain", "text/html"]
         assert mail.get_body(("html",)).get_content().replace("\r\n", "\n") == html + "\n"
+
+
+def test_attachments_arrive_whole_with_their_names() -> None:
+    files = CASES["attachments"]["attachments"]
+    parsed = parse(compose_bytes(outgoing(attachments=files)))
+    assert [(a.filename, a.content_type, a.content) for a in parsed.attachments] == [
+        ("invoice.pdf", "application/pdf", files[0].content),
+        ("Übersicht März.txt", "text/plain", files[1].content),
+        ('a "quoted" name.bin', "application/octet-stream", b"x")]
+    assert parsed.text == outgoing().text.strip()
