@@ -258,3 +258,65 @@ def test_an_agent_answers_with_mutt(desk_with_agents: RunningListener, desk: Des
     [answer] = sent_to(sink, ALICE)
     assert "The toner was empty" in answer.message.get_body(("plain",)).get_content()
     assert desk.ticket(ticket_id)["status"] == "pending"
+
+
+def test_macros_queue_untag_and_assign_by_name(desk_with_agents: RunningListener, desk: Desk, sink: Sink) -> None:
+    listener = desk_with_agents
+    ticket_id = customer_writes(listener, desk, sink)
+    [notification] = sent_to(sink, RINA)
+    sink.received.clear()
+    body = "#tag printer\n#tag urgent-fix\n#untag urgent-fix\n#queue billing\n#assign Budi\n\nHello!\n#macro thanks\nRina"
+    smtp_send(listener, reply_like_a_client(notification, sender=RINA, body=body),
+              mail_from=RINA, to=[notification.message["Reply-To"].addresses[0].addr_spec])
+
+    ticket = desk.ticket(ticket_id)
+    assert (ticket["queue"], ticket["assignee"], ticket["tags"]) == ("billing", BUDI, ["printer"])
+    [answer] = sent_to(sink, ALICE)
+    text = answer.message.get_body(("plain",)).get_content()
+    assert "Hello!" in text and "#macro" not in text and "Alice Customer" in text  # the macro greets by name
+    assert text.index("Hello!") < text.index("Alice Customer")
+
+
+def test_an_unknown_macro_keeps_the_answer_back_and_says_why(
+        desk_with_agents: RunningListener, desk: Desk, sink: Sink) -> None:
+    listener = desk_with_agents
+    ticket_id = customer_writes(listener, desk, sink)
+    [notification] = sent_to(sink, RINA)
+    sink.received.clear()
+    smtp_send(listener, reply_like_a_client(notification, sender=RINA, body="Hi,\n#macro no_such_thing\n"),
+              mail_from=RINA, to=[notification.message["Reply-To"].addresses[0].addr_spec])
+
+    assert sent_to(sink, ALICE) == []
+    [result] = sent_to(sink, RINA)
+    assert "no_such_thing" in result.message.get_body(("plain",)).get_content()
+    [kept] = [m for m in desk.ticket(ticket_id)["messages"] if m["direction"] == "in" and m["kind"] == "note"]
+    assert "#macro no_such_thing" in kept["new_text"]
+
+
+def test_mail_to_the_note_address_is_a_note(desk_with_agents: RunningListener, desk: Desk, sink: Sink) -> None:
+    listener = desk_with_agents
+    ticket_id = customer_writes(listener, desk, sink)
+    [notification] = sent_to(sink, RINA)
+    sink.received.clear()
+    # Forwarded to the note address, it still answers Rina's notification (In-Reply-To).
+    note = reply_like_a_client(notification, sender=RINA, body="Called her; printer model X200.",
+                               to="notes@example.com")
+    smtp_send(listener, note, mail_from=RINA, to=["notes@example.com"])
+
+    assert sent_to(sink, ALICE) == []
+    [kept] = [m for m in desk.ticket(ticket_id)["messages"] if m["direction"] == "in" and m["kind"] == "note"]
+    assert kept["new_text"] == "Called her; printer model X200."
+
+
+def test_a_rules_notify_address_gets_a_copy(start_listener: StartListener, config_data: dict, sink: Sink,
+                                            desk: Desk) -> None:
+    config_data.update({"queues": [{"name": "support"}, {"name": "billing"}],
+                        "agents": [{"address": RINA, "name": "Rina", "queues": ["support"]}],
+                        "rules": [{"name": "tell the boss", "when": {"subject": {"contains": "fire"}},
+                                   "then": {"notify": ["boss@example.com"]}}]})
+    listener = start_listener(outbound={"transport": "smtp", "host": "127.0.0.1", "port": sink.port, "tls": "none"})
+    customer_writes(listener, desk, sink)
+
+    [copy] = sent_to(sink, "boss@example.com")
+    assert copy.message["Reply-To"] is None  # not an agent: replying proves nothing, so no reply address
+    assert len(sent_to(sink, RINA)) == 1
