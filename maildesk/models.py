@@ -286,6 +286,16 @@ class ImapMailbox(Base):
     last_error: Mapped[str | None] = mapped_column(Text)
 
 
+class Complainer(Base):
+    """A recipient who reported our mail as abuse: no automatic mail goes to them again."""
+
+    __tablename__ = "complainers"
+
+    address: Mapped[str] = mapped_column(String(320), primary_key=True)
+    reported_at: Mapped[timestamp]
+    ticket_id: Mapped[int | None] = mapped_column(ForeignKey("tickets.id"))
+
+
 class Setting(Base):
     """A value maildesk makes once and keeps, shared by every daemon on the database
     (the secret that signs agent reply addresses)."""

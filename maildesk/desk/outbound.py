@@ -10,6 +10,7 @@ The guards against answering machines, in order:
   class; ``acknowledge`` checks it again);
 * never to a robot address (mailer-daemon, noreply..., ``outbound.robot_pattern``)
   nor to one of our own addresses;
+* never to a recipient who reported our mail as abuse (an ARF complaint);
 * at most ``limits.per_recipient`` automatic customer mails (ack, update,
   solved) per recipient and ``limits.per_ticket`` per ticket in their windows.
 
@@ -35,7 +36,9 @@ from maildesk.mail.addrspec import is_mailbox
 from maildesk.mail.classify import NORMAL, is_robot_address
 from maildesk.mail.compose import Outgoing, OutgoingAttachment, compose_bytes, new_message_id, references_for
 from maildesk.mail.quotes import REPLY_ABOVE_MARKER
-from maildesk.models import QUERY_CHUNK, Message, Outbox, Ticket, append_later, append_row, chunks
+from maildesk.models import (
+    QUERY_CHUNK, Complainer, Message, Outbox, Ticket, append_later, append_row, append_rows, chunks,
+)
 from maildesk.templating import renderer
 
 QUEUED, SENT, FAILED, SUPPRESSED = "queued", "sent", "failed", "suppressed"
@@ -241,6 +244,7 @@ def enqueue(
     return row
 
 
+_COMPLAINED = select(Complainer.address).where(Complainer.address.in_(bindparam("addresses", expanding=True))).limit(1)
 _RECENT_AUTOMATIC = select(func.count(Outbox.id)).where(
     Outbox.kind.in_(RATE_LIMITED), Outbox.status != SUPPRESSED, Outbox.created_at >= bindparam("since")
 )
@@ -293,6 +297,10 @@ def _suppression(session: Session, config: Config, ticket: Ticket, kind: str, to
             return f"{person.address!r} is not a deliverable address"
     if kind not in RATE_LIMITED:
         return ""
+    complained = session.connection().execute(
+        _COMPLAINED, {"addresses": [p.address.lower() for p in to]}).scalar()
+    if complained is not None:
+        return f"{complained} reported our mail as abuse: no automatic mail goes there"
     limits = config.limits
     since = now - timedelta(minutes=limits.per_recipient_minutes)
     # On the connection: the ORM session's autoflush and bookkeeping cost more than this COUNT.
@@ -367,8 +375,13 @@ def record_bounce(
 
 
 def record_complaint(session: Session, complained: BouncedMail, *, reason: str, now: datetime) -> None:
-    """An abuse report (ARF) about our mail, in the history of the ticket it came from (never a reopen)."""
-    recipients = sorted({address for row in complained.outbox for address in row.to})
+    """An abuse report (ARF) about our mail, in the history of the ticket it came from (never a reopen);
+    its recipients get no automatic mail from now on (``complainers``)."""
+    recipients = sorted({address.lower() for row in complained.outbox for address in row.to})
+    connection = session.connection()
+    known = set(connection.execute(select(Complainer.address).where(Complainer.address.in_(recipients))).scalars())
+    append_rows(session, Complainer, [{"address": address, "reported_at": now, "ticket_id": complained.ticket.id}
+                                      for address in recipients if address not in known])
     record_event(
         session, complained.ticket, "complaint_received", now=now,
         reason=f"abuse report about our mail {', '.join(complained.message_ids)}"

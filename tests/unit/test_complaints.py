@@ -1,5 +1,6 @@
-"""An abuse report (ARF) about our mail: filed on the ticket of the mail complained about, never a
-ticket of its own, never answered; on SQLite and PostgreSQL."""
+"""An abuse report (ARF) about our mail: filed on the ticket of the mail complained about (its
+recipient gets no more automatic mail), never a ticket of its own, never answered; on SQLite
+and PostgreSQL."""
 
 from __future__ import annotations
 
@@ -31,3 +32,18 @@ def test_a_complaint_about_mail_we_never_sent_opens_no_ticket(desk: Desk) -> Non
     outcome = desk.ingest(ARF, notify=True)
     assert outcome.ticket_id is None and outcome.detail.startswith("not on any ticket: complaint")
     assert desk.ticket_count() == 0
+
+
+def test_who_complained_gets_no_more_automatic_mail(desk: Desk) -> None:
+    desk.ingest(make_mail(sender="customer@bigmail.example"), notify=True)
+    with desk.db.session() as session:
+        ack_id = session.scalars(select(Outbox.message_id)).one()
+    desk.ingest(ARF.replace(b"<ack-12@desk.example.com>", ack_id.encode()), notify=True)
+
+    desk.ingest(make_mail(sender="Customer@BigMail.example", subject="Another question"), notify=True)
+    desk.ingest(make_mail(sender="someone@else.example", subject="Unrelated"), notify=True)
+    with desk.db.session() as session:
+        rows = list(session.scalars(select(Outbox).order_by(Outbox.id)))
+        assert [(r.to, r.status) for r in rows[1:]] == [(["customer@bigmail.example"], "suppressed"),
+                                                       (["someone@else.example"], "queued")]
+        assert "reported our mail as abuse" in rows[1].reason

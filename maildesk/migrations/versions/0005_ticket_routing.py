@@ -1,5 +1,5 @@
 """Tickets: the SLA policy rules chose, whether a rule called the ticket spam; indexes for routing
-(an agent's open tickets, a requester's earlier ones); settings (the secret of agent reply addresses).
+(an agent's open tickets, a requester's earlier ones); settings (the secret of agent reply addresses); complainers (no automatic mail to them).
 
 Revision ID: 0005
 Revises: 0004
@@ -24,6 +24,14 @@ def upgrade() -> None:
     op.create_index('ix_tickets_assignee', 'tickets', ['assignee'], unique=False)
     op.create_index('ix_tickets_requester', 'tickets', ['requester'], unique=False)
     op.create_table(
+        'complainers',
+        sa.Column('address', sa.String(length=320), nullable=False),
+        sa.Column('reported_at', sa.DateTime(timezone=True), nullable=False),
+        sa.Column('ticket_id', sa.Integer(), nullable=True),
+        sa.ForeignKeyConstraint(['ticket_id'], ['tickets.id']),
+        sa.PrimaryKeyConstraint('address'),
+    )
+    op.create_table(
         'settings',
         sa.Column('name', sa.String(length=100), nullable=False),
         sa.Column('value', sa.LargeBinary(), nullable=False),
@@ -33,6 +41,7 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table('settings')
+    op.drop_table('complainers')
     # ALTER TABLE ... DROP COLUMN (SQLite 3.35+), as in 0003.
     op.drop_index('ix_tickets_requester', table_name='tickets')
     op.drop_index('ix_tickets_assignee', table_name='tickets')
