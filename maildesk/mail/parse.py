@@ -520,5 +520,5 @@ def _part_text(part: email.message.Message, defects: list[str]) -> str:
 def _clean_text(text: str) -> str:
     text = text.replace("\r\n", "\n").replace("\r", "\n").replace("\x00", "")
     lines = [line.rstrip() for line in text.split("\n")]
-    return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip("\n")
+    return quotes.collapse_blank_lines("\n".join(lines)).strip("\n")
 

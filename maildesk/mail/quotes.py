@@ -49,6 +49,14 @@ _MOBILE_TAIL = re.compile(
     _I,
 )
 _QUOTED = re.compile(r"^\s*>")
+_BLANK_RUN = re.compile(r"\n\n\n+")
+"""Three or more line breaks; spelled with a literal prefix, which the regex engine finds by a fast
+scan (``\n{3,}`` is tried at every position: a third of a second on a 24 MB line)."""
+
+
+def collapse_blank_lines(text: str) -> str:
+    """``text`` with runs of blank lines cut to one."""
+    return _BLANK_RUN.sub("\n\n", text)
 
 
 def new_text(text: str) -> str:
@@ -65,7 +73,7 @@ def new_text(text: str) -> str:
         lines = lines[:signature]
     while lines and (not lines[-1].strip() or _MOBILE_TAIL.match(lines[-1])):
         lines.pop()
-    result = re.sub(r"\n{3,}", "\n\n", "\n".join(line.rstrip() for line in lines)).strip()
+    result = collapse_blank_lines("\n".join(line.rstrip() for line in lines)).strip()
     return result or full
 
 
