@@ -22,7 +22,7 @@ from maildesk.config import Config
 from maildesk.desk import outbound
 from maildesk.desk.agents import agent_reply_address, reply_token
 from maildesk.desk.tickets import IncomingMessage, Person
-from maildesk.models import Message, Outbox, Ticket  # noqa: F401 - Outbox: the rows returned
+from maildesk.models import Message, Outbox, Ticket
 
 RECENT_TICKETS = 3
 

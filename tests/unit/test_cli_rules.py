@@ -14,6 +14,7 @@ from sqlalchemy import create_engine, func, inspect, select
 from maildesk.cli import main
 from maildesk.models import Base
 from tests.helpers import config_toml, make_mail
+from tests.unit.desk.test_rules import ISSUE_EXAMPLE
 
 DATA = Path(__file__).parents[1] / "data" / "rules"
 
@@ -38,23 +39,7 @@ queues = ["support", "level2"]
 address = "tom@example.com"
 name = "Tom"
 queues = ["level2"]
-
-[[rules]]
-name = "vip customers"
-when = { from_domain = { in = ["bigcorp.example", "gov.example"] } }
-then = { priority = "high", tags = ["vip"] }
-
-[[rules]]
-name = "outage to level 2"
-when.any = [ { subject = { contains = "outage" } }, { body = { matches = "(?i)\\\\b(down|offline)\\\\b" } } ]
-then = { queue = "level2", priority = "urgent", assign = "least_open" }
-stop = true
-
-[[rules]]
-name = "newsletters"
-when = { "header.List-Unsubscribe" = { exists = true }, automated = { in = ["list", "auto_generated"] } }
-then = { spam = true }
-"""
+""" + ISSUE_EXAMPLE
 
 CHANGED_RULES = """
 [[rules]]

@@ -3,6 +3,7 @@ in the ticket's history with the rule's name, on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -12,17 +13,9 @@ from maildesk.config import parse_config
 from maildesk.errors import ConfigError
 from maildesk.models import Outbox
 from tests.helpers import Desk, make_mail
+from tests.unit.desk.test_rules import ISSUE_EXAMPLE
 
-EXAMPLE_RULES = [
-    {"name": "vip customers", "when": {"from_domain": {"in": ["bigcorp.example", "gov.example"]}},
-     "then": {"priority": "high", "tags": ["vip"]}},
-    {"name": "outage to level 2",
-     "when": {"any": [{"subject": {"contains": "outage"}}, {"body": {"matches": r"(?i)\b(down|offline)\b"}}]},
-     "then": {"queue": "level2", "priority": "urgent", "assign": "least_open"}, "stop": True},
-    {"name": "newsletters",
-     "when": {"header.List-Unsubscribe": {"exists": True}, "automated": {"in": ["list", "auto_generated"]}},
-     "then": {"spam": True}},
-]
+EXAMPLE_RULES = tomllib.loads(ISSUE_EXAMPLE)["rules"]
 QUEUES = [{"name": "support", "level": 1, "escalate_to": "level2"}, {"name": "billing"},
           {"name": "level2", "level": 2}]
 AGENTS = [{"address": "rina@example.com", "name": "Rina", "queues": ["support", "level2"]},
